@@ -1,0 +1,92 @@
+"""tokenprune: prune and merge visual tokens inside a VLM's language decoder.
+
+Public surface (plugins import only these names)::
+
+    handle = tokenprune.attach(model, policy="random", keep=64)
+    model.generate(**inputs)
+    handle.stats
+    handle.detach()
+"""
+
+from __future__ import annotations
+
+from tokenprune.adapter import Adapter, LayerCall, VisionGrid, apply_rotary, gather_sequence
+from tokenprune.budget import Budget, default_weights, equivalent_tokens, plan_kept_counts
+from tokenprune.config import PruneConfig
+from tokenprune.context import LayerContext, RequestContext
+from tokenprune.errors import (
+    AlreadyAttachedError,
+    BudgetError,
+    ConfigError,
+    DetachedError,
+    PluginError,
+    TokenpruneError,
+    UnknownPluginError,
+    UnsupportedInputError,
+    UnsupportedModelError,
+)
+from tokenprune.events import PruneEvent
+from tokenprune.handle import PruneHandle, attach
+from tokenprune.hookspec import hookimpl
+from tokenprune.plugins import (
+    available_adapters,
+    available_policies,
+    available_steps,
+    get_policy,
+    get_step,
+    plugin_manager,
+    register_plugin,
+    unregister_plugin,
+)
+from tokenprune.policy import Policy, PolicyOptions, scale_layers
+from tokenprune.selection import RowSelection
+from tokenprune.stats import FlopsReport, KVCacheReport, PruneRecord, PruneStats
+from tokenprune.steps import Step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adapter",
+    "AlreadyAttachedError",
+    "Budget",
+    "BudgetError",
+    "ConfigError",
+    "DetachedError",
+    "FlopsReport",
+    "KVCacheReport",
+    "LayerCall",
+    "LayerContext",
+    "PluginError",
+    "Policy",
+    "PolicyOptions",
+    "PruneConfig",
+    "PruneEvent",
+    "PruneHandle",
+    "PruneRecord",
+    "PruneStats",
+    "RequestContext",
+    "RowSelection",
+    "Step",
+    "TokenpruneError",
+    "UnknownPluginError",
+    "UnsupportedInputError",
+    "UnsupportedModelError",
+    "VisionGrid",
+    "apply_rotary",
+    "attach",
+    "available_adapters",
+    "available_policies",
+    "available_steps",
+    "default_weights",
+    "equivalent_tokens",
+    "gather_sequence",
+    "get_policy",
+    "get_step",
+    "hookimpl",
+    "plan_kept_counts",
+    "plugin_manager",
+    "register_plugin",
+    "scale_layers",
+    "unregister_plugin",
+    "__version__",
+]

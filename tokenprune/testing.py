@@ -1,0 +1,122 @@
+"""Test helpers for policy and adapter authors (public, importable as ``tokenprune.testing``).
+
+The oracle: an UNHOOKED full-length forward whose attention masks hide, from
+each pruning layer on, the vision tokens that pruning dropped. For every kept
+token its result must equal real pruning — same keys, same ORIGINAL positions —
+so comparing the two checks gathering, masks, positions and the KV cache at
+once. A policy that inserts merged tokens cannot be checked this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from tokenprune.adapter import Adapter
+from tokenprune.stats import PruneStats
+
+
+def visible_sets(stats: PruneStats, vision_mask: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """Per pruning layer, ``(layer, [B, N] bool)`` original positions still visible from that layer on.
+
+    Raises ``ValueError`` when the request merged tokens (no oracle exists).
+    """
+    result = []
+    ordinal = torch.where(vision_mask, vision_mask.long().cumsum(-1) - 1, -1)
+    for record in stats.records:
+        if any(groups for groups in record.merged):
+            raise ValueError("the oracle cannot represent merged tokens")
+        visible = attention_mask.bool() & ~vision_mask
+        for row, kept in enumerate(record.kept):
+            kept_t = torch.tensor(kept, dtype=torch.long)
+            visible[row] |= vision_mask[row] & torch.isin(ordinal[row], kept_t)
+        result.append((record.layer, visible))
+    return result
+
+
+def additive_mask(visible_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, 1, N, N]`` causal mask that also hides keys where ``visible_keys`` ``[B, N]`` is False.
+
+    Uses the dtype's minimum instead of -inf so fully hidden query rows stay finite.
+    """
+    n = visible_keys.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=visible_keys.device).tril()
+    allowed = causal[None] & visible_keys[:, None, :].bool()
+    low = torch.finfo(dtype).min
+    return torch.where(allowed, 0.0, low).to(dtype)[:, None]
+
+
+@contextmanager
+def oracle_masks(
+    adapter: Adapter, attention_mask: torch.Tensor, stages: list[tuple[int, torch.Tensor]], dtype: torch.dtype
+) -> Iterator[None]:
+    """While active, an unhooked forward of the FULL sequence uses the oracle masks.
+
+    Args:
+        adapter: the model's adapter (to find the text model and layers).
+        attention_mask: ``[B, N]`` padding mask of the full sequence.
+        stages: ``(layer, visible [B, N])`` from :func:`visible_sets` (extend
+            ``visible`` with True for generated tokens).
+        dtype: the model's compute dtype.
+    """
+    handles = []
+    base = additive_mask(attention_mask.bool(), dtype)
+
+    def text_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = base
+        return args, kwargs
+
+    def layer_hook(mask: torch.Tensor, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = mask
+        return args, kwargs
+
+    layers = adapter.decoder_layers()
+    try:
+        handles.append(adapter.text_model().register_forward_pre_hook(text_hook, with_kwargs=True))
+        for i, (start, visible) in enumerate(stages):
+            end = stages[i + 1][0] if i + 1 < len(stages) else len(layers)
+            mask = additive_mask(visible & attention_mask.bool(), dtype)
+            for index in range(start, end):
+                hook = _bind(layer_hook, mask)
+                handles.append(layers[index].register_forward_pre_hook(hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _bind(fn: Any, mask: torch.Tensor) -> Any:
+    return lambda module, args, kwargs: fn(mask, module, args, kwargs)
+
+
+def generation_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids ``generate`` assigns: cumulative count of visible tokens, 0 at padding."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def max_kept_difference(pruned: torch.Tensor, oracle: torch.Tensor, stats: PruneStats, attention_mask: torch.Tensor) -> float:
+    """Largest |pruned - oracle| over output slots that hold a kept, visible original token.
+
+    Args:
+        pruned: ``[B, N', V]`` outputs of the pruned forward.
+        oracle: ``[B, N, V]`` outputs of the oracle forward.
+        stats: the pruned request's statistics (``output_origin`` maps slots back).
+        attention_mask: ``[B, N]`` padding mask (padding slots are not compared).
+    """
+    origin = stats.output_origin.to(pruned.device)
+    worst = 0.0
+    for row in range(pruned.shape[0]):
+        slots = torch.nonzero(origin[row] >= 0, as_tuple=False).flatten()
+        positions = origin[row, slots]
+        keep = attention_mask[row, positions].bool()
+        diff = (pruned[row, slots[keep]] - oracle[row, positions[keep]]).abs()
+        if diff.numel():
+            worst = max(worst, float(diff.max()))
+    return worst
