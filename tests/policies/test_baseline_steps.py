@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-# TODO(engine): switch to tokenprune.policies imports once packaging lands
-_ROOT = Path(__file__).parents[2]
-
-
-def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, _ROOT / rel)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fastv = _load("_tp_fastv_steps", "policies/fastv_steps.py")
-tome = _load("_tp_tome_merge", "policies/tome/merge.py")
+from tokenprune.policies import fastv_steps as fastv
+from tokenprune.policies.tome import merge as tome
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,16 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 
-def _load_steps():
-    # TODO(engine): switch to tokenprune.policies.sparsevlm.steps once packaging lands
-    path = Path(__file__).parents[2] / "policies" / "sparsevlm" / "steps.py"
-    spec = importlib.util.spec_from_file_location("_sparsevlm_steps_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-steps = _load_steps()
+from tokenprune.policies.sparsevlm import steps
 
 # database=None: keep hypothesis from writing a .hypothesis/ folder into the repo.
 FAST = settings(max_examples=40, deadline=None, database=None)
