@@ -55,3 +55,60 @@ class LlavaAdapter(tokenprune.Adapter):
 def tokenprune_adapters() -> list[type[tokenprune.Adapter]]:
     """Register the LLaVA adapter."""
     return [LlavaAdapter]
+
+
+def tiny_random_llava(layers: int = 4, attn: str = "sdpa", seed: int = 0) -> Any:
+    """A tiny LLaVA with RANDOM weights built from configs (64 vision tokens per image).
+
+    For demos and tests of the machinery only: its answers mean nothing.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=4, projection_dim=32,
+    )
+    text = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=128, max_position_embeddings=512, pad_token_id=0,
+    )
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=100, vision_feature_layer=-1)
+    config._attn_implementation = attn
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tensor]:
+    """Left-padded sample prompts for :func:`tiny_random_llava`, one image per row."""
+    config = model.config
+    per_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+    generator = torch.Generator().manual_seed(1)
+    rows = [[1, 5, 6] + [config.image_token_id] * per_image + [7, 8, 9, 10 + i][: 2 + (i % 3)] for i in range(batch_size)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(batch_size, width, dtype=torch.long)
+    mask = torch.zeros(batch_size, width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    size = config.vision_config.image_size
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": torch.randn(batch_size, 3, size, size, generator=generator),
+    }
+
+
+@tokenprune.hookimpl
+def tokenprune_models() -> list[tokenprune.ModelSpec]:
+    """Register the tiny random LLaVA (demo of the machinery)."""
+    return [
+        tokenprune.ModelSpec(
+            name="tiny-random-llava",
+            description="4-layer LLaVA with random weights built from configs (machinery demo; answers are noise)",
+            build=tiny_random_llava,
+            sample_inputs=tiny_random_inputs,
+        )
+    ]

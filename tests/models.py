@@ -5,29 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
+
+from tokenprune.adapters.llava import tiny_random_llava
 
 IMAGE_TOKEN = 100
 PER_IMAGE = 64  # 32 px images, 4 px patches
 
 
 def tiny_llava(attn: str = "sdpa", layers: int = 4, seed: int = 0) -> LlavaForConditionalGeneration:
-    """A 4-layer Llama decoder with a 2-layer CLIP tower, fp32, eval mode."""
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=32, patch_size=4, projection_dim=32,
-    )
-    text = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=128, max_position_embeddings=512, pad_token_id=0,
-    )
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, vision_feature_layer=-1)
-    config._attn_implementation = attn
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = 0
-    return model
+    """A 4-layer Llama decoder with a 2-layer CLIP tower, fp32, eval mode, random weights."""
+    return tiny_random_llava(layers=layers, attn=attn, seed=seed)
 
 
 @dataclass

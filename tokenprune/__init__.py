@@ -28,10 +28,13 @@ from tokenprune.errors import (
 from tokenprune.events import PruneEvent
 from tokenprune.handle import PruneHandle, attach
 from tokenprune.hookspec import hookimpl
+from tokenprune.models import ModelSpec
 from tokenprune.plugins import (
     available_adapters,
+    available_models,
     available_policies,
     available_steps,
+    get_model_spec,
     get_policy,
     get_step,
     plugin_manager,
@@ -56,6 +59,7 @@ __all__ = [
     "KVCacheReport",
     "LayerCall",
     "LayerContext",
+    "ModelSpec",
     "PluginError",
     "Policy",
     "PolicyOptions",
@@ -75,11 +79,13 @@ __all__ = [
     "apply_rotary",
     "attach",
     "available_adapters",
+    "available_models",
     "available_policies",
     "available_steps",
     "default_weights",
     "equivalent_tokens",
     "gather_sequence",
+    "get_model_spec",
     "get_policy",
     "get_step",
     "hookimpl",

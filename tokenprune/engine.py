@@ -176,7 +176,9 @@ class Engine:
         if state.in_prefill:
             state.in_prefill = False
             state.captured.clear()
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+            if cache is None:
+                cache = kwargs.get("cache", kwargs.get("past_key_values"))
             self.stats = self._prefill_stats(state, cache)
             self.manager.hook.tokenprune_request_end(stats=self.stats, handle=self.owner)
         elif self.stats is not None:

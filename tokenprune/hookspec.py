@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from tokenprune.adapter import Adapter
     from tokenprune.events import PruneEvent
+    from tokenprune.models import ModelSpec
     from tokenprune.policy import Policy
     from tokenprune.stats import PruneStats
     from tokenprune.steps import Step
@@ -70,6 +71,18 @@ def tokenprune_steps() -> list[Step]:
     recipes of steps look them up with :func:`tokenprune.get_step`, so one
     policy's step can be swapped for another's through configuration.
     ``(kind, name)`` pairs must be unique.
+    """
+
+
+@hookspec
+def tokenprune_models() -> list[ModelSpec]:
+    """Return named models this plugin can build or load without a download.
+
+    Each :class:`tokenprune.ModelSpec` has a unique ``name``, a ``build``
+    callable returning the model in eval mode, and ``sample_inputs`` returning
+    a ready batch for it. The CLI's demo and benchmarks use them; the
+    ``default`` flag marks the model the CLI uses when none is named (at most
+    one registered model should set it).
     """
 
 

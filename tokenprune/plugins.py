@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tokenprune.adapter import Adapter
+    from tokenprune.models import ModelSpec
     from tokenprune.policy import Policy
     from tokenprune.steps import Step
 
@@ -74,6 +75,7 @@ def register_plugin(plugin: Any, name: str | None = None) -> None:
         available_policies()
         available_adapters()
         available_steps()
+        available_models()
     except PluginError:
         manager.unregister(plugin)
         raise
@@ -112,6 +114,25 @@ def available_steps(kind: str | None = None) -> dict[tuple[str, str], Step]:
     results = plugin_manager().hook.tokenprune_steps()
     steps = _named(results, "step", lambda step: (step.kind, step.name))
     return {k: v for k, v in sorted(steps.items()) if kind is None or k[0] == kind}
+
+
+def available_models() -> dict[str, ModelSpec]:
+    """Models registered by plugins that build offline, by name."""
+    results = plugin_manager().hook.tokenprune_models()
+    return dict(sorted(_named(results, "model", lambda spec: spec.name).items()))
+
+
+def get_model_spec(name: str | None = None) -> ModelSpec:
+    """The registered model ``name``, or the default one when ``name`` is None."""
+    models = available_models()
+    if name is None:
+        defaults = [spec for spec in models.values() if spec.default] or list(models.values())
+        if not defaults:
+            raise UnknownPluginError("no plugin registers a model; install an adapter plugin")
+        return defaults[0]
+    if name not in models:
+        raise UnknownPluginError(f"unknown model {name!r}; available: {', '.join(models) or 'none'}")
+    return models[name]
 
 
 def get_policy(name: str) -> type[Policy]:
