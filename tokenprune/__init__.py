@@ -29,6 +29,7 @@ from tokenprune.events import PruneEvent
 from tokenprune.handle import PruneHandle, attach
 from tokenprune.hookspec import hookimpl
 from tokenprune.models import ModelSpec
+from tokenprune.ops import top_k_in_order
 from tokenprune.plugins import (
     available_adapters,
     available_models,
@@ -93,6 +94,7 @@ __all__ = [
     "plugin_manager",
     "register_plugin",
     "scale_layers",
+    "top_k_in_order",
     "unregister_plugin",
     "__version__",
 ]

@@ -224,8 +224,10 @@ class Adapter:
         """
         head_dim = attention.head_dim
         n = hidden.shape[0]
-        q = attention.q_proj(hidden[query_index]).view(len(query_index), -1, head_dim)
-        k = attention.k_proj(hidden).view(n, -1, head_dim)
+        heads = attention.q_proj.out_features // head_dim
+        kv_heads = attention.k_proj.out_features // head_dim
+        q = attention.q_proj(hidden[query_index]).view(len(query_index), heads, head_dim)
+        k = attention.k_proj(hidden).view(n, kv_heads, head_dim)
         if getattr(attention, "q_norm", None) is not None:
             q = attention.q_norm(q)
         if getattr(attention, "k_norm", None) is not None:

@@ -120,3 +120,76 @@ def max_kept_difference(pruned: torch.Tensor, oracle: torch.Tensor, stats: Prune
         if diff.numel():
             worst = max(worst, float(diff.max()))
     return worst
+
+
+# ----------------------------------------------------------------- checks
+def assert_keep_all_exact(model: nn.Module, inputs: dict[str, Any], policy: str, **options: Any) -> None:
+    """Keeping every token through ``policy`` must give logits ``torch.equal`` to the unhooked model."""
+    import tokenprune
+
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        with tokenprune.attach(model, policy=policy, ratio=1.0, options=options or None):
+            pruned = model(**inputs).logits
+    if not torch.equal(pruned, reference):
+        raise AssertionError(f"keep-all through {policy!r} changed the logits (max diff {(pruned - reference).abs().max():.3g})")
+
+
+def oracle_difference(model: nn.Module, inputs: dict[str, Any], **attach_kwargs: Any) -> float:
+    """Prune with ``attach_kwargs``, run the oracle, return the largest difference on kept tokens.
+
+    ``inputs`` must carry ``input_ids`` and a 2-D ``attention_mask``. Expect
+    about 1e-6 in float32; a position or mask bug gives 1e-3 or more.
+    """
+    import tokenprune
+
+    with torch.no_grad(), tokenprune.attach(model, **attach_kwargs) as handle:
+        pruned = model(**inputs).logits
+        stats = handle.stats
+        adapter = handle.adapter
+    assert stats is not None
+    mask = inputs["attention_mask"]
+    stages = visible_sets(stats, adapter.vision_mask(inputs["input_ids"]), mask)
+    with torch.no_grad(), oracle_masks(adapter, mask, stages, pruned.dtype):
+        oracle = model(**inputs).logits
+    return max_kept_difference(pruned, oracle, stats, mask)
+
+
+@contextmanager
+def fresh_plugin_manager() -> Iterator[Any]:
+    """Rebuild the plugin manager from the ``tokenprune`` entry points; restore the old one on exit.
+
+    Use it to check that a plugin is discovered through its entry point, e.g.
+    after putting a ``*.dist-info`` with ``entry_points.txt`` on ``sys.path``.
+    """
+    from tokenprune import plugins
+
+    saved = plugins._manager
+    plugins._manager = None
+    try:
+        yield plugins.plugin_manager()
+    finally:
+        plugins._manager = saved
+
+
+# -------------------------------------------------------------- strategies
+def score_vectors(min_size: int = 1, max_size: int = 64) -> Any:
+    """Hypothesis strategy: 1-D float32 score tensors, ties included (needs ``hypothesis``)."""
+    from hypothesis import strategies as st
+
+    values = st.one_of(
+        st.floats(-10, 10, allow_nan=False, width=32),
+        st.sampled_from([0.0, 0.5, 1.0]),  # frequent exact ties
+    )
+    return st.lists(values, min_size=min_size, max_size=max_size).map(
+        lambda xs: torch.tensor(xs, dtype=torch.float32)
+    )
+
+
+def vision_features(max_tokens: int = 32, dim: int = 8) -> Any:
+    """Hypothesis strategy: ``[n, dim]`` float32 feature tensors with ``n >= 1`` (needs ``hypothesis``)."""
+    from hypothesis import strategies as st
+
+    return st.tuples(st.integers(1, max_tokens), st.integers(0, 2**31 - 1)).map(
+        lambda args: torch.randn(args[0], dim, generator=torch.Generator().manual_seed(args[1]))
+    )

@@ -33,13 +33,14 @@ from typing import Literal
 
 import torch
 
+from tokenprune import top_k_in_order
+
 __all__ = [
     "rater_relevance",
     "select_raters",
     "head_average",
     "significance",
     "rank_deletions",
-    "top_k_in_order",
     "recycle_candidates",
     "cluster_count",
     "dpc_knn",
@@ -237,27 +238,6 @@ def rank_deletions(
     rank = int(torch.linalg.matrix_rank(probs.float(), rtol=rtol))
     n_del = _floor(scale * (n_vision - rank)) - math.floor(bias)
     return max(0, min(n_del, n_vision - 1))
-
-
-@torch.no_grad()
-def top_k_in_order(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` highest scores, in ascending (original) order.
-
-    Keeping the original order is what lets the caller gather hidden states,
-    ``cos``/``sin`` and position ids without reordering the sequence.
-
-    Args:
-        scores: [L_v].
-        k: how many to keep; clamped to ``[0, L_v]``.
-
-    Returns:
-        int64 [k], strictly ascending. Among equal scores at the cut the lower
-        indices are kept.
-    """
-    _require_dim("scores", scores, 1)
-    k = max(0, min(int(k), scores.numel()))
-    chosen = _order_desc(scores)[:k]
-    return torch.sort(chosen).values
 
 
 # --------------------------------------------------------------------------

@@ -19,7 +19,8 @@ __all__ = [
     "bipartite_soft_matching",
     "merge_tokens",
     "proportional_attention_bias",
-    "merge_schedule",
+    "merge_weights",
+    "half_rule_violation",
 ]
 
 
@@ -172,73 +173,34 @@ def proportional_attention_bias(size: torch.Tensor) -> torch.Tensor:
     return torch.log(size.to(torch.promote_types(size.dtype, torch.float32)))
 
 
-def _max_merges(n: int, layers: int) -> int:
-    """Most merges possible from ``n`` tokens over ``layers`` layers (<=50% each)."""
-    m = n
-    for _ in range(layers):
-        m -= m // 2
-    return n - m
+def merge_weights(n_layers: int, mode: Literal["constant", "decreasing"] = "constant") -> tuple[float, ...]:
+    """Schedule shape for :func:`tokenprune.plan_kept_counts` over ``n_layers`` merging layers.
 
-
-def merge_schedule(
-    n_vision: int,
-    n_layers: int,
-    target_keep: int,
-    mode: Literal["constant", "decreasing"] = "constant",
-) -> list[int]:
-    """Merges per merging layer so that ``n_vision`` tokens end at ``target_keep``.
-
-    Returns a list of ``n_layers`` non-negative ints with
-    ``sum == n_vision - target_keep`` and ``r_i <= (tokens present at layer i) // 2``.
-
-    * ``constant``: as equal as possible (differences of at most 1, larger
-      ones first) when the 50% rule allows it;
-    * ``decreasing``: linearly decreasing weights ``L, L-1, ..., 1``
-      (front-loaded).
-
-    Built sequentially: ``r_i = ceil(remaining * w_i / sum(w_i..w_L))``, raised
-    to the smallest value that keeps the rest feasible and capped at 50%; the
-    result is non-increasing (a final descending sort, which preserves
-    feasibility, guarantees it).
-
-    Raises:
-        ValueError: bad arguments, or the target cannot be reached with at
-            most 50% merged per layer in ``n_layers`` layers.
+    ``constant`` merges the same number of tokens at every layer (linear
+    weights); ``decreasing`` front-loads merges in proportion to
+    ``L, L-1, ..., 1``. Weights are non-increasing and end with 0.
     """
     if mode not in ("constant", "decreasing"):
         raise ValueError(f"mode must be 'constant' or 'decreasing', got {mode!r}")
-    if n_vision < 0 or n_layers < 0:
-        raise ValueError(f"n_vision and n_layers must be >= 0, got {n_vision}, {n_layers}")
-    if not 0 <= target_keep <= n_vision:
-        raise ValueError(f"target_keep must be in [0, n_vision={n_vision}], got {target_keep}")
-    total = n_vision - target_keep
-    cap = _max_merges(n_vision, n_layers)
-    if total > cap:
-        raise ValueError(
-            f"cannot merge {n_vision} vision tokens down to {target_keep} in {n_layers} "
-            f"layer(s) with at most 50% merged per layer (at most {cap} merges, "
-            f"i.e. down to {n_vision - cap} tokens); use more merging layers or a larger target"
-        )
+    if n_layers < 1:
+        raise ValueError("at least one merging layer is needed")
+    shares = [1] * n_layers if mode == "constant" else list(range(n_layers, 0, -1))
+    total, done, weights = sum(shares), 0, []
+    for share in shares:
+        done += share
+        weights.append((total - done) / total)
+    return tuple(weights)
 
-    weights = [1] * n_layers if mode == "constant" else list(range(n_layers, 0, -1))
-    out: list[int] = []
-    n, remaining = n_vision, total
-    for i in range(n_layers):
-        w_rest = sum(weights[i:])
-        desired = -(-remaining * weights[i] // w_rest)  # ceil
-        hi = min(n // 2, remaining)
-        # smallest r keeping the remaining layers feasible (monotone in r)
-        layers_left = n_layers - i - 1
-        lo, top = 0, hi
-        while lo < top:
-            mid = (lo + top) // 2
-            if remaining - mid > _max_merges(n - mid, layers_left):
-                lo = mid + 1
-            else:
-                top = mid
-        r_i = min(max(desired, lo), hi)
-        out.append(r_i)
-        n -= r_i
-        remaining -= r_i
-    assert remaining == 0, "internal error: schedule did not reach the target"
-    return sorted(out, reverse=True)
+
+def half_rule_violation(counts: list[int], n_vision: int) -> int | None:
+    """Index of the first layer whose step from the previous count merges more than 50%, else None.
+
+    ``counts`` are tokens after each merging layer, starting from ``n_vision``.
+    Bipartite matching can merge at most half of the tokens present.
+    """
+    previous = n_vision
+    for index, count in enumerate(counts):
+        if previous - count > previous // 2:
+            return index
+        previous = count
+    return None

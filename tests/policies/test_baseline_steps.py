@@ -9,7 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenprune.policies import fastv_steps as fastv
+import tokenprune
+
+from tokenprune.policies import fastv
 from tokenprune.policies.tome import merge as tome
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -186,22 +188,26 @@ def test_merge_r0_returns_inputs(case, d):
 
 
 @SETTINGS
-@given(
-    st.integers(2, 40), st.integers(1, 5), st.sampled_from(["constant", "decreasing"]),
-    st.integers(0, 2**31 - 1), st.data(),
-)
-def test_schedule_then_merge_reaches_target(n_vision, n_layers, mode, seed, data):
-    cap = tome._max_merges(n_vision, n_layers)
-    target = data.draw(st.integers(n_vision - cap, n_vision))
-    sched = tome.merge_schedule(n_vision, n_layers, target, mode)
+@given(st.integers(2, 600), st.integers(1, 6), st.sampled_from(["constant", "decreasing"]), st.integers(0, 2**31 - 1), st.data())
+def test_planned_schedule_then_merge_reaches_target(n_vision, n_layers, mode, seed, data):
+    layers = tuple(range(1, n_layers + 1))
+    target = data.draw(st.integers(1, n_vision))
+    weights = tome.merge_weights(n_layers, mode)
+    counts = tokenprune.plan_kept_counts(n_vision, tokenprune.Budget("keep", target), layers, n_layers + 1, weights)
+    violation = tome.half_rule_violation(counts, n_vision)
+    previous = n_vision
+    if violation is not None:  # the detector is right: that step merges more than half
+        before = ([n_vision] + counts)[violation]
+        assert before - counts[violation] > before // 2
+        return
     g = _gen(seed)
     x = torch.randn(n_vision, 3, generator=g, dtype=torch.float64)
     size = torch.ones(n_vision, dtype=torch.float64)
-    for r in sched:
-        n_before = x.shape[0]
-        plan = tome.bipartite_soft_matching(x, r, None)
-        assert plan.r == r <= n_before // 2
+    for count in counts:
+        plan = tome.bipartite_soft_matching(x, previous - count, None)
+        assert plan.r == previous - count <= previous // 2
         x, size = tome.merge_tokens(x, size, plan)
+        previous = count
     assert x.shape[0] == target
     assert float(size.sum()) == n_vision
 
@@ -247,81 +253,30 @@ def test_bias_zero_for_unit_sizes(n, dtype):
 # --------------------------------------------------------------------------- ToMe: schedule
 
 
-@SETTINGS
-@given(st.integers(0, 3000), st.integers(1, 12), st.sampled_from(["constant", "decreasing"]), st.data())
-def test_schedule_properties(n_vision, n_layers, mode, data):
-    cap = tome._max_merges(n_vision, n_layers)
-    target = data.draw(st.integers(n_vision - cap, n_vision))
-    sched = tome.merge_schedule(n_vision, n_layers, target, mode)
-    assert len(sched) == n_layers
-    assert sum(sched) == n_vision - target
-    n = n_vision
-    for r in sched:
-        assert 0 <= r <= n // 2
-        n -= r
-    assert n == target
-    assert all(a >= b for a, b in zip(sched, sched[1:]))  # non-increasing
-    total = n_vision - target
-    if mode == "constant" and -(-total // n_layers) <= target:
-        # the equal split is feasible, so it is what we get
-        assert max(sched) - min(sched) <= 1
-    if mode == "decreasing" and n_layers >= 2 and total >= n_layers * (n_layers + 1) and -(-total // n_layers) <= target:
-        assert sched[0] > sched[-1]  # genuinely front-loaded
-
-
-@SETTINGS
-@given(st.integers(2, 3000), st.integers(1, 12), st.sampled_from(["constant", "decreasing"]), st.data())
-def test_schedule_infeasible_raises(n_vision, n_layers, mode, data):
-    cap = tome._max_merges(n_vision, n_layers)
-    if n_vision - cap == 0:
-        return
-    target = data.draw(st.integers(0, n_vision - cap - 1))
-    with pytest.raises(ValueError, match="50%"):
-        tome.merge_schedule(n_vision, n_layers, target, mode)
+@given(st.integers(1, 12), st.sampled_from(["constant", "decreasing"]))
+def test_merge_weights_shape(n_layers, mode):
+    weights = tome.merge_weights(n_layers, mode)
+    assert len(weights) == n_layers and weights[-1] == 0.0
+    assert list(weights) == sorted(weights, reverse=True) and all(0 <= w < 1 for w in weights)
+    steps = [a - b for a, b in zip((1.0, *weights), weights)]  # share merged at each layer
+    assert sum(steps) == pytest.approx(1.0)
+    if mode == "constant":
+        assert max(steps) - min(steps) < 1e-9
+    elif n_layers > 1:
+        assert all(a > b for a, b in zip(steps, steps[1:]))  # front-loaded
 
 
 def test_schedule_examples_and_errors():
-    assert tome.merge_schedule(576, 4, 144, "constant") == [108, 108, 108, 108]
-    dec = tome.merge_schedule(576, 4, 144, "decreasing")
-    assert sum(dec) == 432 and dec == sorted(dec, reverse=True) and dec[0] > dec[-1]
-    assert tome.merge_schedule(8, 3, 1, "constant") == [4, 2, 1]  # tight: halving
-    with pytest.raises(ValueError):
-        tome.merge_schedule(8, 2, 1, "constant")  # 8 -> 4 -> 2 at best
-    with pytest.raises(ValueError):
-        tome.merge_schedule(10, 2, 11, "constant")
-    with pytest.raises(ValueError):
-        tome.merge_schedule(10, 2, 5, "linear")
-    assert tome.merge_schedule(10, 3, 10, "decreasing") == [0, 0, 0]
+    weights = tome.merge_weights(4, "constant")
+    assert tokenprune.plan_kept_counts(576, tokenprune.Budget("keep", 144), (1, 2, 3, 4), 5, weights) == [468, 360, 252, 144]
+    assert tome.half_rule_violation([4, 2, 1], 8) is None  # halving is allowed
+    assert tome.half_rule_violation([4, 1], 8) == 1  # 4 -> 1 merges 3 of 4
+    assert tome.half_rule_violation([3], 8) == 0
+    with pytest.raises(ValueError, match="mode"):
+        tome.merge_weights(2, "linear")
 
 
 # --------------------------------------------------------------------------- FastV
-
-
-@SETTINGS
-@given(st.integers(1, 2000), st.integers(0, 100))
-def test_fastv_keep_count_ratio(n_vision, pct):
-    got = fastv.fastv_keep_count(n_vision, ratio_dropped=pct / 100)
-    exact = -(-(100 - pct) * n_vision // 100)  # ceil((1 - R) * Lv) in integers
-    assert got == max(1, min(n_vision, exact))
-
-
-@SETTINGS
-@given(st.integers(1, 2000), st.integers(-5, 2100))
-def test_fastv_keep_count_keep(n_vision, keep):
-    assert fastv.fastv_keep_count(n_vision, keep=keep) == max(1, min(n_vision, keep))
-
-
-def test_fastv_keep_count_examples_and_errors():
-    assert fastv.fastv_keep_count(576, ratio_dropped=0.5) == 288
-    assert fastv.fastv_keep_count(10, ratio_dropped=0.7) == 3  # not 4 from float noise
-    assert fastv.fastv_keep_count(576, ratio_dropped=0.75) == 144
-    assert fastv.fastv_keep_count(7, ratio_dropped=0.5) == 4
-    assert fastv.fastv_keep_count(10, ratio_dropped=1.0) == 1
-    assert fastv.fastv_keep_count(10, ratio_dropped=0.0) == 10
-    for kwargs in ({}, {"ratio_dropped": 0.5, "keep": 3}, {"ratio_dropped": 1.5},
-                   {"ratio_dropped": -0.1}):
-        with pytest.raises(ValueError):
-            fastv.fastv_keep_count(10, **kwargs)
 
 
 @SETTINGS
@@ -336,34 +291,3 @@ def test_fastv_scores_mean_over_queries(n_q, n_vis, seed):
                                                  rel=1e-5, abs=1e-7)
     assert torch.equal(fastv.fastv_scores(probs[-1:]), probs[-1])  # query='last'
     assert torch.equal(fastv.fastv_scores(probs[-1]), probs[-1])
-
-
-@SETTINGS
-@given(st.integers(1, 40), st.integers(0, 45), st.integers(0, 2**31 - 1), st.booleans())
-def test_top_k_in_order(n, k, seed, with_ties):
-    g = _gen(seed)
-    scores = (torch.randint(0, 4, (n,), generator=g).float() if with_ties
-              else torch.randn(n, generator=g))
-    idx = fastv.top_k_in_order(scores, k)
-    kk = min(k, n)
-    assert idx.dtype == torch.long and idx.shape == (kk,)
-    assert torch.all(idx[1:] > idx[:-1])  # ascending, unique
-    chosen = set(idx.tolist())
-    rest = [i for i in range(n) if i not in chosen]
-    if chosen and rest:
-        assert min(float(scores[i]) for i in chosen) >= max(float(scores[i]) for i in rest)
-    # equals the multiset of the k largest values
-    assert sorted(scores[idx].tolist()) == sorted(scores.tolist(), reverse=True)[:kk][::-1]
-    # tie-break: a dropped index never beats a kept one with an equal score
-    for i in rest:
-        for j in chosen:
-            if scores[i] == scores[j]:
-                assert j < i
-
-
-def test_top_k_in_order_examples():
-    s = torch.tensor([0.1, 0.5, 0.5, 0.2, 0.5])
-    assert fastv.top_k_in_order(s, 2).tolist() == [1, 2]
-    assert fastv.top_k_in_order(s, 4).tolist() == [1, 2, 3, 4]
-    assert fastv.top_k_in_order(s, 0).tolist() == []
-    assert fastv.top_k_in_order(torch.tensor([3.0, float("nan"), 1.0]), 2).tolist() == [0, 2]

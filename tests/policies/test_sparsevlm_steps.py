@@ -10,6 +10,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import tokenprune
+
 
 from tokenprune.policies.sparsevlm import steps
 
@@ -319,22 +321,6 @@ def check_top_k(values: list[float], chosen: list[int], k: int) -> None:
                 assert all(i < j for i in chosen if values[i] == cut)
 
 
-@FAST
-@given(values=score_lists, k=st.integers(-1, 16))
-def test_top_k_in_order(values, k):
-    scores = torch.tensor(values, dtype=torch.float32)
-    chosen = steps.top_k_in_order(scores, k)
-    assert chosen.dtype == torch.long
-    check_top_k(scores.tolist(), chosen.tolist(), k)
-
-
-def test_top_k_examples():
-    assert steps.top_k_in_order(torch.tensor([1.0, 3.0, 3.0, 2.0]), 2).tolist() == [1, 2]
-    assert steps.top_k_in_order(torch.tensor([5.0, 1.0, 4.0, 9.0]), 3).tolist() == [0, 2, 3]
-    assert steps.top_k_in_order(torch.full((6,), 0.5), 3).tolist() == [0, 1, 2]
-    assert steps.top_k_in_order(torch.tensor([0.0, 1.0, 1.0, 1.0]), 2).tolist() == [1, 2]
-
-
 # ---------------------------------------------------------------------------
 # Recycling counts
 # ---------------------------------------------------------------------------
@@ -595,7 +581,7 @@ def test_one_pruning_layer_end_to_end():
     n_del = steps.rank_deletions(p, scale=0.5)
     assert n_del == math.floor(0.5 * (n_vision - 5))
 
-    kept = steps.top_k_in_order(s, n_vision - n_del)
+    kept = tokenprune.top_k_in_order(s, n_vision - n_del)
     deleted = torch.tensor([j for j in range(n_vision) if j not in set(kept.tolist())])
     cand = steps.recycle_candidates(s[deleted])
     assert cand.numel() == math.floor(0.3 * n_del) + 1
