@@ -198,26 +198,34 @@ def _options_of(policy: type[tokenprune.Policy]) -> list[dict[str, Any]]:
     ]
 
 
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], title: str, columns: dict[str, Any]) -> int:
+    """Print ``rows`` as JSON (``--json``) or as a table of ``columns`` (header -> cell function)."""
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    table = Table(title=title)
+    for header in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(str(cell(row)) for cell in columns.values()))
+    Console().print(table)
+    return 0
+
+
 def _list_policies(args: argparse.Namespace) -> int:
-    policies = tokenprune.available_policies()
     rows = [
         {
             "name": name, "description": cls.description, "module": cls.__module__,
             "default_layers_32": list(cls.default_layers), "options": _options_of(cls),
         }
-        for name, cls in policies.items()
+        for name, cls in tokenprune.available_policies().items()
     ]
-    if args.json:
-        print(json.dumps(rows, default=str))
-        return 0
-    table = Table(title="installed policies")
-    for column in ("name", "description", "default layers (32-layer decoder)", "options"):
-        table.add_column(column)
-    for row in rows:
-        options = "\n".join(f"{o['name']}={o['default']!r}: {o['description']}" for o in row["options"]) or "-"
-        table.add_row(row["name"], row["description"], str(tuple(row["default_layers_32"])), options)
-    Console().print(table)
-    return 0
+    return _emit(args, rows, "installed policies", {
+        "name": lambda r: r["name"],
+        "description": lambda r: r["description"],
+        "default layers (32-layer decoder)": lambda r: tuple(r["default_layers_32"]),
+        "options": lambda r: "\n".join(f"{o['name']}={o['default']!r}: {o['description']}" for o in r["options"]) or "-",
+    })
 
 
 def _list_adapters(args: argparse.Namespace) -> int:
@@ -225,16 +233,11 @@ def _list_adapters(args: argparse.Namespace) -> int:
         {"name": name, "model_classes": list(cls.model_classes), "module": cls.__module__}
         for name, cls in tokenprune.available_adapters().items()
     ]
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    table = Table(title="installed adapters")
-    for column in ("name", "model classes", "plugin module"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], ", ".join(row["model_classes"]), row["module"])
-    Console().print(table)
-    return 0
+    return _emit(args, rows, "installed adapters", {
+        "name": lambda r: r["name"],
+        "model classes": lambda r: ", ".join(r["model_classes"]),
+        "plugin module": lambda r: r["module"],
+    })
 
 
 def _list_models(args: argparse.Namespace) -> int:
@@ -242,16 +245,11 @@ def _list_models(args: argparse.Namespace) -> int:
         {"name": spec.name, "description": spec.description, "default": spec.default}
         for spec in tokenprune.available_models().values()
     ]
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    table = Table(title="models plugins can build offline")
-    for column in ("name", "default", "description"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], "yes" if row["default"] else "", row["description"])
-    Console().print(table)
-    return 0
+    return _emit(args, rows, "models plugins can build offline", {
+        "name": lambda r: r["name"],
+        "default": lambda r: "yes" if r["default"] else "",
+        "description": lambda r: r["description"],
+    })
 
 
 if __name__ == "__main__":
