@@ -55,16 +55,22 @@ def test_fastv_passes_the_oracle_on_a_left_padded_batch(attn):
 
 
 # -------------------------------------------------------------------- ToMe
-def test_tome_generates_and_tracks_sizes():
+@pytest.mark.parametrize(("metric", "schedule", "counts"), [
+    ("keys", "constant", [48, 32, 16]),
+    ("hidden", "constant", [48, 32, 16]),
+    ("keys", "decreasing", [40, 24, 16]),
+])
+def test_tome_generates_and_tracks_sizes(metric, schedule, counts):
     model = tiny_llava()
     inputs = batch(TWO_LEFT)
-    with torch.no_grad(), tokenprune.attach(model, policy="tome", keep=16, layers=(1, 2, 3)) as handle:
+    options = {"metric": metric, "schedule": schedule}
+    with torch.no_grad(), tokenprune.attach(model, policy="tome", keep=16, layers=(1, 2, 3), options=options) as handle:
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
         stats = handle.stats
         sizes = [stage.layout.size for stage in handle.engine.state.stages]
         kinds = [stage.layout.kind for stage in handle.engine.state.stages]
     assert out.shape[1] == inputs["input_ids"].shape[1] + 8
-    assert [r.vision_after for r in stats.records] == [[48, 48], [32, 32], [16, 16]]
+    assert [r.vision_after for r in stats.records] == [[c, c] for c in counts]
     for size, kind in zip(sizes, kinds):
         vision = kind == 2
         assert torch.equal(size[vision].reshape(2, -1).sum(-1), torch.tensor([64.0, 64.0]))  # sizes add up
