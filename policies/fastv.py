@@ -63,9 +63,11 @@ class FastVPolicy(tokenprune.Policy):
         """Rank by attention from the configured queries; keep the planned count."""
         if self.options.query == "last":
             visible = torch.nonzero(ctx.request.attention_mask[row], as_tuple=False).flatten()
-            queries = ctx.slots_of_positions(row, visible[-1:])
+            positions = visible[-1:]
         else:
-            queries = ctx.text_slots(row)
+            positions = ctx.request.text_positions(row)
+        ctx.request.query_positions[row] = positions
+        queries = ctx.slots_of_positions(row, positions)
         scores = fastv_scores(ctx.attention_to_vision(row, queries))
         keep = tokenprune.top_k_in_order(scores, ctx.planned_keep(row))
         return tokenprune.RowSelection(keep=keep, scores=scores)

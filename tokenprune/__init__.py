@@ -28,13 +28,15 @@ from tokenprune.errors import (
 from tokenprune.events import PruneEvent
 from tokenprune.handle import PruneHandle, attach
 from tokenprune.hookspec import hookimpl
-from tokenprune.models import ModelSpec
+from tokenprune.models import DatasetSpec, ModelSpec
 from tokenprune.ops import top_k_in_order
 from tokenprune.plugins import (
     available_adapters,
+    available_datasets,
     available_models,
     available_policies,
     available_steps,
+    get_dataset,
     get_model_spec,
     get_policy,
     get_step,
@@ -55,6 +57,7 @@ __all__ = [
     "Budget",
     "BudgetError",
     "ConfigError",
+    "DatasetSpec",
     "DetachedError",
     "FlopsReport",
     "KVCacheReport",
@@ -80,12 +83,14 @@ __all__ = [
     "apply_rotary",
     "attach",
     "available_adapters",
+    "available_datasets",
     "available_models",
     "available_policies",
     "available_steps",
     "default_weights",
     "equivalent_tokens",
     "gather_sequence",
+    "get_dataset",
     "get_model_spec",
     "get_policy",
     "get_step",

@@ -36,8 +36,12 @@ class LayerCall:
 class VisionGrid:
     """Where each vision token of one row sits: ``cells[i] = (image, frame, row, column)``.
 
-    ``image`` counts images/videos in the row, ``frame`` is 0 for still images.
-    ``shape[image] = (frames, rows, columns)``.
+    ``image`` counts images/videos in the row, ``frame`` is 0 for still images
+    (an adapter may number the views of one image there instead, e.g. LLaVA-NeXT's
+    base and any-resolution views). ``shapes[image] = (frames, rows, columns)``
+    bounds the patch cells of that image; a token that is not a patch (an
+    ``image_newline``, a frame's CLS token) sits at column ``columns`` of its
+    row. ``docs/adapters.md`` gives each family's layout.
     """
 
     cells: torch.Tensor  # [n_vision, 4] long

@@ -1,7 +1,8 @@
 """The ``tokenprune`` command line.
 
-Commands: ``demo`` (prune a registered offline model side by side with the
-unpruned one), ``policies``, ``adapters`` and ``models`` (what is installed).
+Commands: ``run`` (one request, unpruned and pruned side by side), ``bench``
+(accuracy of policies x budgets), ``visualize`` (which patches survive),
+``policies``, ``adapters`` and ``models`` (what is installed).
 Errors the user can fix print one line on stderr and exit with status 2.
 """
 
@@ -24,10 +25,25 @@ from tokenprune.errors import ConfigError, TokenpruneError
 
 EXIT_USAGE = 2
 
-DEMO_EPILOG = """examples:
-  tokenprune demo
-  tokenprune demo --policy random --ratio 0.25 --layers 1,2
-  tokenprune demo --keep 16 --batch 2 --json
+RUN_EPILOG = """examples:
+  tokenprune run
+  tokenprune run --policy fastv --ratio 0.25
+  tokenprune run --image photo.png --prompt "What is shown?" --model ./llava-1.5-7b-hf --keep 64
+  tokenprune run --config prune.toml --option tau=0.5 --json
+"""
+
+
+BENCH_EPILOG = """examples:
+  tokenprune bench
+  tokenprune bench --n 200 --policies random,sparsevlm --budgets 0.5,0.25
+  tokenprune bench --markdown docs/benchmarks.md --plot docs/benchmark_accuracy.png
+"""
+
+
+VISUALIZE_EPILOG = """examples:
+  tokenprune visualize --out pruned.png
+  tokenprune visualize --policy sparsevlm --ratio 0.2 --out sparsevlm.png
+  tokenprune visualize --image scene.png --prompt "what colour is the circle ?" --out scene-pruned.png
 """
 
 
@@ -35,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _quiet_transformers()
     try:
         return int(args.func(args) or 0)
     except TokenpruneError as exc:
@@ -44,24 +61,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _quiet_transformers() -> None:
+    """Keep stderr for our own one-line errors: no weight-loading progress bars or info logs."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenprune", description="Prune visual tokens inside a VLM's decoder.")
     parser.add_argument("--version", action="version", version=f"tokenprune {tokenprune.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser(
-        "demo",
-        help="prune a registered offline model next to the unpruned one",
-        description="Run one request on a registered offline model, unpruned and pruned, and report the difference.",
-        epilog=DEMO_EPILOG,
+    run = commands.add_parser(
+        "run",
+        help="one request, unpruned and pruned side by side",
+        description=(
+            "Run one request (image(s) + prompt) unpruned and pruned side by side and report what happened. "
+            "With no arguments: the shipped model on its shipped sample image and question."
+        ),
+        epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--model", help="registered model name (see `tokenprune models`)")
-    _add_config_arguments(demo)
-    demo.add_argument("--batch", type=int, default=1, help="rows in the sample batch (default 1)")
-    demo.add_argument("--new-tokens", type=int, default=8, help="tokens to generate (default 8)")
-    demo.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
-    demo.set_defaults(func=_demo)
+    _add_request_arguments(run)
+    _add_config_arguments(run)
+    run.add_argument("--max-new-tokens", type=int, default=8, help="tokens to generate (default 8)")
+    run.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    run.set_defaults(func=_run)
+
+    bench = commands.add_parser(
+        "bench",
+        help="accuracy of policies x budgets on a registered dataset",
+        description=(
+            "Evaluate the unpruned model and each policy at each budget (fractions of the vision tokens, "
+            "matched on equivalent tokens) on a registered dataset, side by side in one run."
+        ),
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--model", help="registered model name or checkpoint directory (default: the shipped model)")
+    bench.add_argument("--dataset", help="registered dataset name or a JSONL file (default: the model's dataset)")
+    bench.add_argument("--n", type=int, default=1000, help="examples from the fixed split (default 1000)")
+    bench.add_argument("--policies", default="random,fastv,tome,sparsevlm,sparsevlm-reference", help="comma-separated")
+    bench.add_argument("--budgets", default="0.5,0.33,0.25,0.2", help="comma-separated fractions of vision tokens")
+    bench.add_argument("--batch-size", type=int, default=100)
+    bench.add_argument("--markdown", help="write the results section into this Markdown file (e.g. docs/benchmarks.md)")
+    bench.add_argument("--plot", help="write the retention plot PNG here")
+    bench.add_argument("--csv", help="also write the results as CSV here")
+    bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    bench.set_defaults(func=_bench)
+
+    visualize = commands.add_parser(
+        "visualize",
+        help="PNG of which image patches survive at each pruning layer",
+        description=(
+            "Prune one request and draw, per pruning layer, the kept patches (unchanged), the dropped ones "
+            "(dimmed) and the recycled clusters (outlined); the prompt tokens that drove the choice are "
+            "highlighted in the caption."
+        ),
+        epilog=VISUALIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_request_arguments(visualize)
+    _add_config_arguments(visualize)
+    visualize.add_argument("--out", required=True, help="PNG file to write")
+    visualize.add_argument("--image-index", type=int, default=0, help="which image of the request to draw")
+    visualize.set_defaults(func=_visualize)
 
     for name, func, text in (
         ("policies", _list_policies, "list installed policies and their options"),
@@ -74,8 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="registered model name, local checkpoint directory, or hub id (default: the shipped model)")
+    parser.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    parser.add_argument("--prompt", help="the question or instruction")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16 (default float32)")
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", help="policy name (default: random)")
+    parser.add_argument("--policy", help="policy name (default: sparsevlm)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--keep", type=int, help="vision tokens kept after the last pruning layer")
     budget.add_argument("--ratio", type=float, help="fraction of vision tokens kept")
@@ -112,10 +186,14 @@ def config_from_args(args: argparse.Namespace, default_ratio: float = 0.25) -> P
     if args.config:
         return PruneConfig.from_file(args.config, **fields)
     fields = {k: v for k, v in fields.items() if v is not None}
-    fields.setdefault("policy", "random")
+    fields.setdefault("policy", "sparsevlm")
     if not any(k in fields for k in ("keep", "ratio", "equivalent")):
         fields["ratio"] = default_ratio
     return PruneConfig.build(**fields)
+
+
+def _median_time(fn: Any, repeats: int = 3) -> float:
+    return sorted(_timed(fn)[1] for _ in range(repeats))[repeats // 2]
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -125,70 +203,240 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def _demo(args: argparse.Namespace) -> int:
-    if args.batch < 1 or args.new_tokens < 1:
-        raise ConfigError("--batch and --new-tokens must be at least 1")
-    config = config_from_args(args)
-    spec = tokenprune.get_model_spec(args.model)
-    model = spec.build()
-    inputs = spec.sample_inputs(model, args.batch)
-    generate = dict(max_new_tokens=args.new_tokens, do_sample=False)
+def request_inputs(args: argparse.Namespace, loaded: Any) -> tuple[dict[str, Any], str]:
+    """Inputs for the request the arguments describe, and a description of it."""
+    from tokenprune.runner import build_inputs, open_images
 
-    _, base_prefill = _timed(lambda: model(**inputs))
+    spec, processor = loaded.spec, loaded.processor
+    if args.image or args.prompt:
+        if processor is None:
+            raise ConfigError(f"model {loaded.name!r} has no processor; run it without --image/--prompt")
+        if not args.prompt:
+            raise ConfigError("--image needs a --prompt")
+        return build_inputs(processor, open_images(args.image), args.prompt), args.prompt
+    if spec is not None and spec.sample_images and processor is not None:
+        images = open_images([str(p) for p in spec.sample_images])
+        return build_inputs(processor, images, spec.sample_prompt or ""), f"{spec.sample_prompt} (shipped sample)"
+    if spec is not None:
+        return spec.sample_inputs(loaded.model, 1), "the model's sample request"
+    raise ConfigError("give --image and --prompt for a checkpoint directory")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tokenprune.runner import load_model, open_images
+
+    if args.max_new_tokens < 1:
+        raise ConfigError("--max-new-tokens must be at least 1")
+    config = config_from_args(args)
+    tokenprune.get_policy(config.policy)
+    open_images(args.image)  # fail on a bad image before loading a model
+    loaded = load_model(args.model, args.device, args.dtype)
+    model = loaded.model
+    inputs, request = request_inputs(args, loaded)
+    inputs = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    generate = dict(max_new_tokens=args.max_new_tokens, do_sample=False)
+
+    _timed(lambda: model(**inputs))  # warm-up: first calls pay one-time costs
+    base_prefill = _median_time(lambda: model(**inputs))
     base_out, base_total = _timed(lambda: model.generate(**inputs, **generate))
     with tokenprune.attach(model, config=config) as handle:
-        _, pruned_prefill = _timed(lambda: model(**inputs))
+        pruned_prefill = _median_time(lambda: model(**inputs))
         pruned_out, pruned_total = _timed(lambda: model.generate(**inputs, **generate))
         stats = handle.stats
     assert stats is not None
     n = inputs["input_ids"].shape[1]
+    tokenizer = getattr(loaded.processor, "tokenizer", None)
+
+    def answer(ids: torch.Tensor) -> str | list[int]:
+        return tokenizer.decode(ids, skip_special_tokens=True).strip() if tokenizer is not None else ids.tolist()
+
     report = {
-        "model": spec.name,
+        "model": loaded.name,
+        "request": request,
         "config": config.model_dump(),
         "layers": list(stats.layers),
+        "answer": {"unpruned": answer(base_out[0, n:]), "pruned": answer(pruned_out[0, n:])},
         "stats": stats.to_dict(),
         "timing_seconds": {
-            "prefill": {"baseline": base_prefill, "pruned": pruned_prefill},
-            "generate": {"baseline": base_total, "pruned": pruned_total},
+            "prefill": {"unpruned": base_prefill, "pruned": pruned_prefill},
+            "generate": {"unpruned": base_total, "pruned": pruned_total},
         },
-        "generated": {"baseline": base_out[:, n:].tolist(), "pruned": pruned_out[:, n:].tolist()},
+        "new_tokens": {"unpruned": int(base_out.shape[1] - n), "pruned": int(pruned_out.shape[1] - n)},
     }
     if args.json:
         print(json.dumps(report))
         return 0
-    _print_demo(spec, config, stats, report)
+    _print_run(config, stats, report)
     return 0
 
 
-def _print_demo(spec: tokenprune.ModelSpec, config: PruneConfig, stats: tokenprune.PruneStats, report: dict) -> None:
+def _print_run(config: PruneConfig, stats: tokenprune.PruneStats, report: dict) -> None:
     console = Console()
-    console.print(f"[bold]{spec.name}[/bold]: {spec.description}")
-    console.print(f"policy [bold]{config.policy}[/bold], {config.budget.describe()}, pruning layers {stats.layers}")
-    layers = Table(title="vision tokens entering each decoder layer (row 0)")
-    layers.add_column("layer", justify="right")
-    layers.add_column("unpruned", justify="right")
-    layers.add_column("pruned", justify="right")
+    console.print(f"[bold]model[/bold] {report['model']}   [bold]request[/bold] {report['request']}")
+    console.print(f"[bold]policy[/bold] {config.policy}, {config.budget.describe()}, pruning layers {stats.layers}")
+    console.print(f"[bold]answer, unpruned:[/bold] {report['answer']['unpruned']}")
+    console.print(f"[bold]answer, pruned:  [/bold] {report['answer']['pruned']}")
+    layers = Table(title="vision tokens entering each decoder layer")
+    for column in ("layer", "unpruned", "pruned", "kept + merged after pruning here"):
+        layers.add_column(column, justify="right")
+    records = {r.layer: r for r in stats.records}
     for index, count in enumerate(stats.vision_per_layer[0]):
-        mark = " ← pruned here" if index in stats.layers else ""
-        layers.add_row(str(index), str(stats.vision_tokens[0]), f"{count}{mark}")
+        record = records.get(index)
+        here = f"{len(record.kept[0])} + {len(record.merged[0])}" if record else ""
+        layers.add_row(str(index), str(stats.vision_tokens[0]), str(count), here)
     console.print(layers)
-    summary = Table(title="request summary (all rows)")
+    summary = Table(title="request summary")
     summary.add_column("quantity")
     summary.add_column("unpruned", justify="right")
     summary.add_column("pruned", justify="right")
     flops = stats.flops
+    timing = report["timing_seconds"]
     summary.add_row("equivalent vision tokens (layer inputs)", f"{stats.vision_tokens[0]}", f"{stats.equivalent_tokens[0]:.1f}")
     summary.add_row("equivalent tokens, authors' post-prune count", f"{stats.vision_tokens[0]}", f"{stats.equivalent_tokens_post_prune[0]:.1f}")
     summary.add_row("prefill multiply-adds (decoder layers)", f"{flops.baseline:.3e}", f"{flops.pruned:.3e}")
-    summary.add_row("  + policy overhead", "0", f"{flops.overhead_total:.3e}")
+    summary.add_row("  + the method's own overhead", "0", f"{flops.overhead_total:.3e}")
     if stats.kv_cache is not None:
         summary.add_row("KV-cache bytes after prefill", f"{stats.kv_cache.baseline_bytes:,}", f"{stats.kv_cache.pruned_bytes:,}")
-    timing = report["timing_seconds"]
-    summary.add_row("prefill time (one run, s)", f"{timing['prefill']['baseline']:.4f}", f"{timing['prefill']['pruned']:.4f}")
-    summary.add_row("generate time (one run, s)", f"{timing['generate']['baseline']:.4f}", f"{timing['generate']['pruned']:.4f}")
+    summary.add_row("prefill time (median of 3, s)", f"{timing['prefill']['unpruned']:.4f}", f"{timing['prefill']['pruned']:.4f}")
+    tokens = report["new_tokens"]
+    summary.add_row(
+        "generate time incl. prefill (one run, s)",
+        f"{timing['generate']['unpruned']:.4f} ({tokens['unpruned']} tok)",
+        f"{timing['generate']['pruned']:.4f} ({tokens['pruned']} tok)",
+    )
     console.print(summary)
-    console.print(f"generated ids, unpruned: {report['generated']['baseline'][0]}")
-    console.print(f"generated ids, pruned:   {report['generated']['pruned'][0]}")
+
+
+class _RequestCapture:
+    """Keeps the request context of the last prune event (public event hook)."""
+
+    def __init__(self) -> None:
+        self.request: Any = None
+
+    @tokenprune.hookimpl
+    def tokenprune_after_prune(self, event: tokenprune.PruneEvent) -> None:
+        self.request = event.request
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from tokenprune import visualize as drawing
+    from tokenprune.runner import load_model, open_images
+
+    config = config_from_args(args)
+    tokenprune.get_policy(config.policy)
+    loaded = load_model(args.model, args.device, args.dtype)
+    inputs, _ = request_inputs(args, loaded)
+    paths = args.image or [str(p) for p in (loaded.spec.sample_images if loaded.spec else ())]
+    if not paths:
+        raise ConfigError("visualize needs an image: give --image and --prompt")
+    images = open_images(paths)
+    if not 0 <= args.image_index < len(images):
+        raise ConfigError(f"--image-index must be below {len(images)}")
+    capture = _RequestCapture()
+    tokenprune.register_plugin(capture)
+    try:
+        with torch.no_grad(), tokenprune.attach(loaded.model, config=config) as handle:
+            loaded.model(**{k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
+            stats = handle.stats
+    finally:
+        tokenprune.unregister_plugin(capture)
+    request = capture.request
+    if stats is None or request is None or not stats.records:
+        raise ConfigError("the request has no vision tokens to prune")
+    grid = request.grids[0]
+    if grid is None:
+        raise ConfigError(f"the adapter gives no vision grid for {loaded.name}; cannot draw patches")
+    tokenizer = getattr(loaded.processor, "tokenizer", None)
+    positions = request.text_positions(0).tolist()
+    highlighted = set(request.query_positions.get(0, torch.empty(0)).tolist())
+    ids = request.input_ids[0].tolist()
+    words = [
+        (tokenizer.convert_ids_to_tokens(ids[p]) if tokenizer is not None else str(ids[p]), p in highlighted)
+        for p in positions
+    ]
+    canvas, info = drawing.render(images[args.image_index], grid, stats.records, 0, words, args.image_index)
+    drawing.save(canvas, info, args.out)
+    print(f"wrote {args.out}: {len(stats.records)} pruning layer(s), {sum(h for _, h in words)} highlighted prompt token(s)")
+    return 0
+
+
+def _split(text: str, convert: Any, what: str) -> list[Any]:
+    try:
+        return [convert(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} takes a comma-separated list, got {text!r}") from None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from tokenprune import bench as accuracy_bench
+    from tokenprune.runner import load_model
+
+    policies = _split(args.policies, str, "policies")
+    fractions = _split(args.budgets, float, "budgets")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ConfigError("--budgets are fractions in (0, 1]")
+    if args.n < 1 or args.batch_size < 1:
+        raise ConfigError("--n and --batch-size must be at least 1")
+    for policy in policies:
+        tokenprune.get_policy(policy)
+    loaded = load_model(args.model)
+    model = loaded.model
+    dataset = _bench_dataset(args, loaded)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=args.json,
+    ) as bar:
+        task_id = bar.add_task("benchmark", total=1 + len(policies) * len(fractions))
+        results = accuracy_bench.run_accuracy(
+            model, dataset, policies, fractions, args.n, args.batch_size,
+            progress=lambda label: bar.update(task_id, advance=1, description=label),
+        )
+    kinds = sorted({k for r in results for k in r.by_kind})
+    command = "tokenprune bench " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("n", args.n), ("policies", args.policies), ("budgets", args.budgets))
+    )
+    if args.plot:
+        from tokenprune.plot import line_chart
+
+        line_chart(
+            accuracy_bench.retention_series(results), args.plot,
+            title=f"{loaded.name} on {dataset.name}: accuracy retention vs equivalent vision tokens",
+            x_label="equivalent vision tokens (mean entering each decoder layer)", y_label="retention", y_range=(0.0, 1.05),
+        )
+    if args.markdown:
+        section = accuracy_bench.markdown_section(results, kinds, loaded.name, dataset, args.n, command, args.plot, args.markdown)
+        accuracy_bench.write_section(args.markdown, "accuracy", section)
+    if args.csv:
+        accuracy_bench.write_csv(results, kinds, args.csv)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results]))
+    else:
+        Console().print(accuracy_bench.markdown_table(results, kinds))
+    return 0
+
+
+def _bench_dataset(args: argparse.Namespace, loaded: Any) -> tokenprune.DatasetSpec:
+    """A registered dataset, or a JSONL file evaluated with the model's processor."""
+    from pathlib import Path
+
+    from tokenprune.datasets import jsonl_dataset
+
+    if args.dataset and Path(args.dataset).suffix == ".jsonl":
+        if loaded.processor is None:
+            raise ConfigError(f"model {loaded.name!r} has no processor to read a JSONL dataset")
+        from tokenprune.plugins import resolve_adapter
+        from tokenprune.runner import build_inputs, open_images
+
+        adapter_class = resolve_adapter(loaded.model)
+        if adapter_class is None:
+            raise tokenprune.UnsupportedModelError(f"no adapter handles {type(loaded.model).__name__}")
+        first = jsonl_dataset(args.dataset, loaded.processor, 1).load(1)[0]
+        ids = build_inputs(loaded.processor, open_images(first["images"]), first["question"])["input_ids"]
+        vision = int(adapter_class(loaded.model).vision_mask(ids)[0].sum())
+        return jsonl_dataset(args.dataset, loaded.processor, vision)
+    return tokenprune.get_dataset(args.dataset, model=loaded.spec.name if loaded.spec else None)
 
 
 def _options_of(policy: type[tokenprune.Policy]) -> list[dict[str, Any]]:

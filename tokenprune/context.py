@@ -28,6 +28,9 @@ class RequestContext:
         num_layers: decoder depth.
         grids: per row, the grid of its vision tokens (None if the adapter has none).
         memo: free per-request storage for the policy (e.g. chosen raters).
+        query_positions: per row, ORIGINAL positions of the prompt tokens that
+            drove the policy's choice (SparseVLM's raters, FastV's query), if
+            the policy sets them; ``tokenprune visualize`` highlights them.
     """
 
     input_ids: torch.Tensor
@@ -39,6 +42,7 @@ class RequestContext:
     num_layers: int
     grids: list[VisionGrid | None]
     memo: dict[str, Any] = field(default_factory=dict)
+    query_positions: dict[int, torch.Tensor] = field(default_factory=dict)
     overhead_flops: dict[str, float] = field(default_factory=dict)
 
     @property

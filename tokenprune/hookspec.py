@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from tokenprune.adapter import Adapter
     from tokenprune.events import PruneEvent
-    from tokenprune.models import ModelSpec
+    from tokenprune.models import DatasetSpec, ModelSpec
     from tokenprune.policy import Policy
     from tokenprune.stats import PruneStats
     from tokenprune.steps import Step
@@ -80,9 +80,18 @@ def tokenprune_models() -> list[ModelSpec]:
 
     Each :class:`tokenprune.ModelSpec` has a unique ``name``, a ``build``
     callable returning the model in eval mode, and ``sample_inputs`` returning
-    a ready batch for it. The CLI's demo and benchmarks use them; the
+    a ready batch for it. ``tokenprune run``, ``bench`` and ``visualize`` use them; the
     ``default`` flag marks the model the CLI uses when none is named (at most
     one registered model should set it).
+    """
+
+
+@hookspec
+def tokenprune_datasets() -> list[DatasetSpec]:
+    """Return labelled evaluation sets (:class:`tokenprune.DatasetSpec`) for ``tokenprune bench``.
+
+    Each names the model it is meant for and evaluates a batch of examples
+    with whatever policy is attached. Names must be unique.
     """
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tokenprune.adapter import Adapter
-    from tokenprune.models import ModelSpec
+    from tokenprune.models import DatasetSpec, ModelSpec
     from tokenprune.policy import Policy
     from tokenprune.steps import Step
 
@@ -76,6 +76,7 @@ def register_plugin(plugin: Any, name: str | None = None) -> None:
         available_adapters()
         available_steps()
         available_models()
+        available_datasets()
     except PluginError:
         manager.unregister(plugin)
         raise
@@ -120,6 +121,25 @@ def available_models() -> dict[str, ModelSpec]:
     """Models registered by plugins that build offline, by name."""
     results = plugin_manager().hook.tokenprune_models()
     return dict(sorted(_named(results, "model", lambda spec: spec.name).items()))
+
+
+def available_datasets() -> dict[str, DatasetSpec]:
+    """Evaluation sets registered by plugins, by name."""
+    results = plugin_manager().hook.tokenprune_datasets()
+    return dict(sorted(_named(results, "dataset", lambda spec: spec.name).items()))
+
+
+def get_dataset(name: str | None = None, model: str | None = None) -> DatasetSpec:
+    """The dataset ``name``, or the first one meant for ``model`` when ``name`` is None."""
+    datasets = available_datasets()
+    if name is None:
+        for spec in datasets.values():
+            if model is None or spec.model == model:
+                return spec
+        raise UnknownPluginError(f"no registered dataset is meant for model {model!r}; pass --dataset")
+    if name not in datasets:
+        raise UnknownPluginError(f"unknown dataset {name!r}; available: {', '.join(datasets) or 'none'}")
+    return datasets[name]
 
 
 def get_model_spec(name: str | None = None) -> ModelSpec:

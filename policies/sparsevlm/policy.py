@@ -293,6 +293,7 @@ class SparseVLMPolicy(tokenprune.Policy):
             self.rater(request, row, self.options) if request.n_vision(row) else None
             for row in range(request.batch_size)
         ]
+        request.query_positions.update({row: r for row, r in enumerate(request.memo["raters"]) if r is not None})
         request.memo["history"] = [[] for _ in range(request.batch_size)]
 
     def select_row(self, ctx: tokenprune.LayerContext, row: int) -> tokenprune.RowSelection:
