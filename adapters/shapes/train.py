@@ -112,12 +112,17 @@ def train(
     aux_weight: float = 0.5,
     log_every: int = 100,
     log: Any = print,
+    init: Path | None = None,
 ) -> tuple[Any, Any, list[float]]:
-    """Train from scratch; returns ``(model, tokenizer, losses)``."""
+    """Train from scratch, or continue from the checkpoint ``init``; returns ``(model, tokenizer, losses)``."""
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)  # denormals slow CPU training badly; restored below (a process-wide flag)
-    tokenizer = shapes_model.build_tokenizer()
-    model = shapes_model.build_model(tokenizer, decoder_layers=decoder_layers, seed=seed)
+    if init is not None:
+        model, processor = shapes_model.load(init)
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = shapes_model.build_tokenizer()
+        model = shapes_model.build_model(tokenizer, decoder_layers=decoder_layers, seed=seed)
     aux = AuxiliaryHead(model.config.text_config.hidden_size)
     captured: dict[str, torch.Tensor] = {}
     hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("features", o))
@@ -159,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decoder-layers", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, help="continue from this checkpoint (a second stage) instead of from scratch")
+    parser.add_argument("--peak-lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=150)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    model, tokenizer, _ = train(steps=args.steps, seed=args.seed, decoder_layers=args.decoder_layers)
+    model, tokenizer, _ = train(
+        steps=args.steps, seed=args.seed, decoder_layers=args.decoder_layers, init=args.init,
+        peak_lr=args.peak_lr, warmup=args.warmup,
+    )
     accuracy = held_out_accuracy(model, tokenizer)
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out accuracy: {json.dumps(accuracy)}  ({minutes:.1f} min)")
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes_model.build_processor(tokenizer).save_pretrained(args.out)
     (args.out / "training.json").write_text(json.dumps(
         {"steps": args.steps, "seed": args.seed, "decoder_layers": args.decoder_layers,
+         "init": str(args.init) if args.init else None, "peak_lr": args.peak_lr, "warmup": args.warmup,
          "held_out_accuracy_1000": accuracy, "minutes": round(minutes, 1)}, indent=2))
     return 0
 
