@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import tokenprune
+from tokenprune.adapters.tiny import demo_spec
 
 
 class LlavaAdapter(tokenprune.Adapter):
@@ -104,11 +105,4 @@ def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tenso
 @tokenprune.hookimpl
 def tokenprune_models() -> list[tokenprune.ModelSpec]:
     """Register the tiny random LLaVA (demo of the machinery)."""
-    return [
-        tokenprune.ModelSpec(
-            name="tiny-random-llava",
-            description="4-layer LLaVA with random weights built from configs (machinery demo; answers are noise)",
-            build=tiny_random_llava,
-            sample_inputs=tiny_random_inputs,
-        )
-    ]
+    return [demo_spec("tiny-random-llava", "LLaVA", tiny_random_llava, tiny_random_inputs)]

@@ -41,7 +41,7 @@ from tokenprune.adapters.grids import (
     patch_cells,
     patch_cells_with_row_ends,
 )
-from tokenprune.adapters.tiny import left_pad, ready_to_generate, tiny_text_config
+from tokenprune.adapters.tiny import demo_spec, left_pad, ready_to_generate, tiny_text_config
 
 
 class AnyResolutionAdapter(tokenprune.Adapter):
@@ -304,18 +304,7 @@ def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tenso
 @tokenprune.hookimpl
 def tokenprune_models() -> list[tokenprune.ModelSpec]:
     """Register the tiny random LLaVA-NeXT and LLaVA-OneVision (demos of the machinery)."""
-    note = "with random weights built from configs (machinery demo; answers are noise)"
     return [
-        tokenprune.ModelSpec(
-            name="tiny-random-llava-next",
-            description=f"4-layer LLaVA-NeXT {note}",
-            build=tiny_random_llava_next,
-            sample_inputs=tiny_random_inputs,
-        ),
-        tokenprune.ModelSpec(
-            name="tiny-random-llava-onevision",
-            description=f"4-layer LLaVA-OneVision {note}",
-            build=tiny_random_llava_onevision,
-            sample_inputs=tiny_random_inputs,
-        ),
+        demo_spec("tiny-random-llava-next", "LLaVA-NeXT", tiny_random_llava_next, tiny_random_inputs),
+        demo_spec("tiny-random-llava-onevision", "LLaVA-OneVision", tiny_random_llava_onevision, tiny_random_inputs),
     ]

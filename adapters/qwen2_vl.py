@@ -31,7 +31,7 @@ import torch
 
 import tokenprune
 from tokenprune.adapters.grids import Block, Grids, assign_blocks, bounding_shape, grid_of, runs, video_block
-from tokenprune.adapters.tiny import left_pad, ready_to_generate, tiny_text_config
+from tokenprune.adapters.tiny import demo_spec, left_pad, ready_to_generate, tiny_text_config
 
 
 class Qwen2VLAdapter(tokenprune.Adapter):
@@ -213,18 +213,7 @@ def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tenso
 @tokenprune.hookimpl
 def tokenprune_models() -> list[tokenprune.ModelSpec]:
     """Register the tiny random Qwen2-VL and Qwen2.5-VL (demos of the machinery)."""
-    note = "with random weights built from configs (machinery demo; answers are noise)"
     return [
-        tokenprune.ModelSpec(
-            name="tiny-random-qwen2-vl",
-            description=f"4-layer Qwen2-VL {note}",
-            build=tiny_random_qwen2_vl,
-            sample_inputs=tiny_random_inputs,
-        ),
-        tokenprune.ModelSpec(
-            name="tiny-random-qwen2.5-vl",
-            description=f"4-layer Qwen2.5-VL {note}",
-            build=tiny_random_qwen2_5_vl,
-            sample_inputs=tiny_random_inputs,
-        ),
+        demo_spec("tiny-random-qwen2-vl", "Qwen2-VL", tiny_random_qwen2_vl, tiny_random_inputs),
+        demo_spec("tiny-random-qwen2.5-vl", "Qwen2.5-VL", tiny_random_qwen2_5_vl, tiny_random_inputs),
     ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+
+import tokenprune
 
 
 def left_pad(rows: list[list[int]], pad_id: int = 0) -> dict[str, torch.Tensor]:
@@ -40,3 +43,15 @@ def ready_to_generate(model: torch.nn.Module, special_ids: Iterable[int]) -> tor
     model.generation_config.pad_token_id = 0
     model.generation_config.suppress_tokens = sorted(special_ids)
     return model
+
+
+def demo_spec(
+    name: str, family: str, build: Callable[[], Any], sample_inputs: Callable[[Any, int], dict[str, torch.Tensor]]
+) -> tokenprune.ModelSpec:
+    """The registration of a tiny random-weight model, labelled as such (its answers are noise)."""
+    return tokenprune.ModelSpec(
+        name=name,
+        description=f"4-layer {family} with random weights built from configs (machinery demo; answers are noise)",
+        build=build,
+        sample_inputs=sample_inputs,
+    )

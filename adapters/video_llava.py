@@ -20,7 +20,7 @@ import torch
 
 import tokenprune
 from tokenprune.adapters.grids import Block, Grids, assign_blocks, block, extra_cell, patch_cells, runs
-from tokenprune.adapters.tiny import left_pad, ready_to_generate, tiny_text_config
+from tokenprune.adapters.tiny import demo_spec, left_pad, ready_to_generate, tiny_text_config
 
 
 class VideoLlavaAdapter(tokenprune.Adapter):
@@ -160,14 +160,4 @@ def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tenso
 @tokenprune.hookimpl
 def tokenprune_models() -> list[tokenprune.ModelSpec]:
     """Register the tiny random Video-LLaVA (demo of the machinery)."""
-    return [
-        tokenprune.ModelSpec(
-            name="tiny-random-video-llava",
-            description=(
-                "4-layer Video-LLaVA with random weights built from configs "
-                "(machinery demo; answers are noise)"
-            ),
-            build=tiny_random_video_llava,
-            sample_inputs=tiny_random_inputs,
-        )
-    ]
+    return [demo_spec("tiny-random-video-llava", "Video-LLaVA", tiny_random_video_llava, tiny_random_inputs)]
