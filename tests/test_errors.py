@@ -188,3 +188,13 @@ def test_cache_pruned_by_a_failed_request_is_refused(model):
         handle.engine.state = None  # as if the request had been lost
         with pytest.raises(UnsupportedInputError, match="fresh cache"):
             model(input_ids=torch.tensor([[5]]), cache=cache, use_cache=True)
+
+
+def test_transformers_4_is_refused_by_the_hugging_face_adapters(model, monkeypatch):
+    import transformers
+
+    before = hook_count(model)
+    monkeypatch.setattr(transformers, "__version__", "4.37.2")
+    with pytest.raises(tokenprune.UnsupportedModelError, match="transformers 5"):
+        tokenprune.attach(model, policy="random", keep=4)
+    assert hook_count(model) == before

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tokenprune.errors import UnsupportedModelError
+from tokenprune.errors import UnsupportedInputError, UnsupportedModelError
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -30,6 +30,7 @@ class LayerCall:
     attention_mask: Any
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None
     position_ids: torch.Tensor | None
+    cache: Any = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,23 @@ class Adapter:
         ids = torch.tensor(self.vision_token_ids(), device=input_ids.device)
         return torch.isin(input_ids, ids)
 
+    def request_input_ids(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+        """The token ids of a multimodal-module call, aligned with the decoder's sequence.
+
+        The default reads the ``input_ids`` argument. A family whose decoder
+        never sees token ids (images spliced in as embeddings) returns ids it
+        reconstructed, with its vision token id at the vision positions.
+        """
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        return ids if isinstance(ids, torch.Tensor) else None
+
+    def install_hooks(self, layers: tuple[int, ...]) -> list[Any]:
+        """Family-specific hooks for one attachment; each returned object has ``remove()``.
+
+        ``layers`` are the pruning layers. The default installs nothing.
+        """
+        return []
+
     def vision_grids(self, input_ids: torch.Tensor, call_kwargs: dict[str, Any]) -> list[VisionGrid | None]:
         """Per row, the grid cell of each vision token; None where unknown.
 
@@ -126,6 +144,7 @@ class Adapter:
     # ------------------------------------------------------------ support check
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedModelError` for setups the engine would compute wrongly."""
+        require_transformers_5(type(self.model).__name__)
         config = self.text_config
         layer_types = getattr(config, "layer_types", None)
         if layer_types and any(kind != "full_attention" for kind in layer_types):
@@ -160,7 +179,40 @@ class Adapter:
             attention_mask=kwargs.get("attention_mask"),
             position_embeddings=kwargs.get("position_embeddings"),
             position_ids=kwargs.get("position_ids"),
+            cache=kwargs.get("past_key_values", kwargs.get("cache")),
         )
+
+    def attention_inputs(
+        self, attention: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """From an attention-module call: its input ``[B, N, D]`` and rotary ``(cos, sin)`` ``[B|1, N, d]``."""
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        return hidden, kwargs["position_embeddings"]
+
+    # ------------------------------------------------------------------- caches
+    def check_cache(self, cache: Any) -> None:
+        """Refuse a cache the engine cannot prune (default: anything but ``DynamicCache``)."""
+        if cache is None:
+            return
+        from transformers import DynamicCache
+
+        if type(cache) is not DynamicCache:
+            raise UnsupportedInputError(
+                f"{type(cache).__name__} is not supported; tokenprune prunes with the default "
+                "DynamicCache (a static cache would keep its full allocation anyway)"
+            )
+
+    def cache_length(self, cache: Any, layer: int) -> int:
+        """Tokens held by ``layer`` of ``cache`` (0 for no cache)."""
+        if cache is None:
+            return 0
+        return int(cache.get_seq_length(layer))
+
+    def cache_tensors(self, cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer ``(keys, values)`` of ``cache``, or None if it cannot be read."""
+        if cache is None or not hasattr(cache, "layers"):
+            return None
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def write_layer_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], call: LayerCall
@@ -241,7 +293,20 @@ class Adapter:
         k = apply_rotary(k.transpose(0, 1), cos, sin)
         groups = q.shape[0] // k.shape[0]
         k = k.repeat_interleave(groups, dim=0)
-        return q, k, float(attention.scaling)
+        scaling = getattr(attention, "scaling", None)
+        return q, k, float(scaling if scaling is not None else head_dim**-0.5)
+
+
+def require_transformers_5(model_name: str) -> None:
+    """The default decoder protocol is transformers 5.x's; refuse older versions clearly."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    if major < 5:
+        raise UnsupportedModelError(
+            f"{model_name}: this adapter drives transformers 5.x decoders, found transformers "
+            f"{transformers.__version__}; upgrade transformers (older codebases: see the llava-codebase adapter)"
+        )
 
 
 def gather_sequence(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:

@@ -112,6 +112,7 @@ class Engine:
         """Register every hook; on any failure, remove those already registered."""
         try:
             adapter = self.adapter
+            self._handles.extend(adapter.install_hooks(self.layers))
             self._pre(adapter.top_module(), self._on_top)
             self._pre(adapter.multimodal_module(), self._on_multimodal)
             text_model = adapter.text_model()
@@ -151,8 +152,7 @@ class Engine:
         return None
 
     def _on_multimodal(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        self._pending = (ids if isinstance(ids, torch.Tensor) else None, kwargs)
+        self._pending = (self.adapter.request_input_ids(args, kwargs), kwargs)
         return None
 
     def _on_text_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -163,7 +163,7 @@ class Engine:
         if embeds is None:
             embeds = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 3 else None
         mask = kwargs.get("attention_mask")
-        if cache is None or _cache_length(cache, self.layers[0]) == 0:
+        if cache is None or self.adapter.cache_length(cache, self.layers[0]) == 0:
             self._start_request(ids, embeds, mask, cache, call_kwargs)
         else:
             self._start_decode_step(ids, embeds, mask, cache)
@@ -179,7 +179,7 @@ class Engine:
             cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
             if cache is None:
                 cache = kwargs.get("cache", kwargs.get("past_key_values"))
-            self.stats = self._prefill_stats(state, cache)
+            self.stats = self._prefill_stats(state, self.adapter.cache_tensors(cache))
             self.manager.hook.tokenprune_request_end(stats=self.stats, handle=self.owner)
         elif self.stats is not None:
             self.stats.decode_steps += 1
@@ -190,8 +190,7 @@ class Engine:
         state = self.state
         if state is None or not state.in_prefill:
             return None
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        state.captured[index] = (hidden, kwargs["position_embeddings"])
+        state.captured[index] = self.adapter.attention_inputs(module, args, kwargs)
         return None
 
     def _on_layer(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -201,7 +200,7 @@ class Engine:
         call = self.adapter.read_layer_call(args, kwargs)
         if state.in_prefill:
             if len(state.stages) < len(self.layers) and index == self.layers[len(state.stages)]:
-                self._prune(state, index, call, kwargs.get("cache", kwargs.get("past_key_values")))
+                self._prune(state, index, call, call.cache)
             stage = state.stages[-1]
             call.attention_mask = stage.mask
             call.position_embeddings = stage.position_embeddings
@@ -209,8 +208,7 @@ class Engine:
         else:
             stage_index = max(i for i, layer in enumerate(self.layers) if layer <= index)
             if stage_index not in state.step_masks:
-                cache = kwargs.get("cache", kwargs.get("past_key_values"))
-                state.step_masks[stage_index] = self._decode_mask(state, stage_index, call.hidden_states, cache)
+                state.step_masks[stage_index] = self._decode_mask(state, stage_index, call.hidden_states, call.cache)
             call.attention_mask = state.step_masks[stage_index]
         return self.adapter.write_layer_call(args, kwargs, call)
 
@@ -235,7 +233,7 @@ class Engine:
         if not bool(vision.any()):
             self.stats = self._passthrough_stats(ids, mask)
             return
-        _check_cache(cache)
+        self.adapter.check_cache(cache)
         attention_mask = _two_d_mask(mask, ids)
         for row in range(ids.shape[0]):
             self.config.budget.check_fits(int(vision[row].sum()))
@@ -260,7 +258,7 @@ class Engine:
                 "vision tokens after the prefill are not supported: start a new request for a new image"
             )
         state = self.state
-        lengths = {_cache_length(cache, layer) for layer in (0, *self.layers)}
+        lengths = {self.adapter.cache_length(cache, layer) for layer in (0, *self.layers)}
         if state is None or state.in_prefill:
             self.state = None
             if len(lengths) > 1:
@@ -270,7 +268,7 @@ class Engine:
                 )
             return
         q_len = embeds.shape[1] if embeds is not None else ids.shape[1]  # type: ignore[union-attr]
-        total = _cache_length(cache, 0) + q_len
+        total = self.adapter.cache_length(cache, 0) + q_len
         step = torch.ones(state.base.batch_size, total, dtype=torch.bool, device=state.base.valid.device)
         if isinstance(mask, torch.Tensor):
             if mask.dim() != 2 or mask.shape[1] != total:
@@ -284,7 +282,7 @@ class Engine:
         stage = state.stages[stage_index]
         new_part = state.step_mask[:, state.prefill_length :]  # type: ignore[index]
         mask_2d = torch.cat([stage.layout.valid, new_part], dim=1)
-        expected = _cache_length(cache, stage.layer) + hidden.shape[1]
+        expected = self.adapter.cache_length(cache, stage.layer) + hidden.shape[1]
         if mask_2d.shape[1] != expected:
             raise UnsupportedInputError(
                 f"KV cache of layer {stage.layer} holds {expected - hidden.shape[1]} tokens but the "
@@ -407,7 +405,9 @@ class Engine:
         return keys
 
     # -------------------------------------------------------------- statistics
-    def _prefill_stats(self, state: RequestState, cache: Any) -> PruneStats:
+    def _prefill_stats(
+        self, state: RequestState, cache: list[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> PruneStats:
         base = state.base
         batch = base.batch_size
         vision_in = base.vision_count()
@@ -484,24 +484,6 @@ def with_key_bias(
     return mask[:, None, :, :]
 
 
-def _cache_length(cache: Any, layer: int) -> int:
-    if cache is None:
-        return 0
-    return int(cache.get_seq_length(layer))
-
-
-def _check_cache(cache: Any) -> None:
-    if cache is None:
-        return
-    from transformers import DynamicCache
-
-    if type(cache) is not DynamicCache:
-        raise UnsupportedInputError(
-            f"{type(cache).__name__} is not supported; tokenprune prunes with the default "
-            "DynamicCache (a static cache would keep its full allocation anyway)"
-        )
-
-
 def _two_d_mask(mask: Any, ids: torch.Tensor) -> torch.Tensor:
     if mask is None:
         return torch.ones_like(ids, dtype=torch.bool)
@@ -513,13 +495,12 @@ def _two_d_mask(mask: Any, ids: torch.Tensor) -> torch.Tensor:
     return mask.bool()
 
 
-def _kv_report(cache: Any, num_layers: int) -> KVCacheReport | None:
-    if cache is None or not hasattr(cache, "layers"):
+def _kv_report(cache: list[tuple[torch.Tensor, torch.Tensor]] | None, num_layers: int) -> KVCacheReport | None:
+    if cache is None:
         return None
     lengths, pruned, baseline = [], 0, 0
     full = None
-    for layer in cache.layers[:num_layers]:
-        keys, values = layer.keys, layer.values
+    for keys, values in cache[:num_layers]:
         lengths.append(int(keys.shape[-2]))
         pruned += keys.numel() * keys.element_size() + values.numel() * values.element_size()
         if full is None:

@@ -52,7 +52,11 @@ def additive_mask(visible_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
 
 @contextmanager
 def oracle_masks(
-    adapter: Adapter, attention_mask: torch.Tensor, stages: list[tuple[int, torch.Tensor]], dtype: torch.dtype
+    adapter: Adapter,
+    attention_mask: torch.Tensor,
+    stages: list[tuple[int, torch.Tensor]],
+    dtype: torch.dtype,
+    model_mask: bool = True,
 ) -> Iterator[None]:
     """While active, an unhooked forward of the FULL sequence uses the oracle masks.
 
@@ -62,6 +66,10 @@ def oracle_masks(
         stages: ``(layer, visible [B, N])`` from :func:`visible_sets` (extend
             ``visible`` with True for generated tokens).
         dtype: the model's compute dtype.
+        model_mask: also replace the mask the text model receives (layers
+            before the first pruning layer); pass False for decoders that
+            read a 4-D mask as 0/1 visibility (transformers 4.3x), whose own
+            mask is already right for those layers.
     """
     handles = []
     base = additive_mask(attention_mask.bool(), dtype)
@@ -78,7 +86,8 @@ def oracle_masks(
 
     layers = adapter.decoder_layers()
     try:
-        handles.append(adapter.text_model().register_forward_pre_hook(text_hook, with_kwargs=True))
+        if model_mask:
+            handles.append(adapter.text_model().register_forward_pre_hook(text_hook, with_kwargs=True))
         for i, (start, visible) in enumerate(stages):
             end = stages[i + 1][0] if i + 1 < len(stages) else len(layers)
             mask = additive_mask(visible & attention_mask.bool(), dtype)

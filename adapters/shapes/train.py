@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,31 @@ from torch import nn
 from tokenprune.adapters.shapes import model as shapes_model
 from tokenprune.adapters.shapes import task
 
-SEQUENCE_LENGTH = 184  # <s> + 144 image tokens + 4 turns of at most 9 tokens, padded
+TURN_TOKENS = 9  # the longest question (7 words) + answer + ``</s>``
+BASE_TURNS = 4
 
 
-def training_batch(tokenizer: Any, seeds: list[int], image_token_id: int) -> dict[str, torch.Tensor]:
-    """Fixed-length sequences, one image each with 4 question/answer turns; labels on answers and ``</s>``."""
-    ids = torch.full((len(seeds), SEQUENCE_LENGTH), tokenizer.pad_token_id, dtype=torch.long)
+def sequence_length(extra_exists: int) -> int:
+    """Fixed training length: ``<s>`` + 144 image tokens + every turn at its longest."""
+    return 1 + shapes_model.VISION_TOKENS + (BASE_TURNS + extra_exists) * TURN_TOKENS
+
+
+def training_questions(sample: task.Sample, extra_exists: int) -> list[task.Question]:
+    """The scene's 4 questions plus ``extra_exists`` more existence questions.
+
+    Existence questions with hard negatives ("is there a red circle?" when a red
+    square and a blue circle are present) need colour-shape binding and are the
+    last type to be learned, so training sees more of them. The held-out split
+    is untouched: it is always ``task.held_out``.
+    """
+    rng = random.Random(sample.seed * 7 + 3)
+    extra = [task.ask(sample.objects, "exists", rng) for _ in range(extra_exists)]
+    return [*sample.questions, *(q for q in extra if q is not None)]
+
+
+def training_batch(tokenizer: Any, seeds: list[int], image_token_id: int, extra_exists: int = 1) -> dict[str, torch.Tensor]:
+    """Fixed-length sequences, one image each with several question/answer turns; labels on answers and ``</s>``."""
+    ids = torch.full((len(seeds), sequence_length(extra_exists)), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full_like(ids, -100)
     mask = torch.zeros_like(ids)
     pixel_values, colour_labels, shape_labels = [], [], []
@@ -38,7 +58,7 @@ def training_batch(tokenizer: Any, seeds: list[int], image_token_id: int) -> dic
         sample = task.sample(task.TRAIN_SEED_BASE + seed)
         tokens = [tokenizer.bos_token_id] + [image_token_id] * shapes_model.VISION_TOKENS
         targets = [-100] * len(tokens)
-        for question in sample.questions:
+        for question in training_questions(sample, extra_exists):
             words = tokenizer.convert_tokens_to_ids(question.text.split())
             answer = [tokenizer.convert_tokens_to_ids(question.answer), tokenizer.eos_token_id]
             tokens += words + answer
@@ -57,17 +77,27 @@ def training_batch(tokenizer: Any, seeds: list[int], image_token_id: int) -> dic
 
 
 class AuxiliaryHead(nn.Module):
-    """Training-only: predict each patch's colour and shape from the projector outputs."""
+    """Training-only: predict each patch's colour, shape and (colour, shape) pair from the projector outputs.
 
-    def __init__(self, hidden: int) -> None:
+    The pair target asks for features in which each combination is linearly
+    separable, which is what an existence query needs to match in one dot product.
+    """
+
+    def __init__(self, hidden: int, pair: bool = True) -> None:
         super().__init__()
         self.colour = nn.Linear(hidden, len(task.COLOURS) + 1)
         self.shape = nn.Linear(hidden, len(task.SHAPES) + 1)
+        self.pair = nn.Linear(hidden, len(task.COLOURS) * len(task.SHAPES) + 1) if pair else None
 
     def loss(self, features: torch.Tensor, colours: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of both predictions over all patches."""
+        """Sum of the mean cross-entropies over all patches."""
         ce = nn.functional.cross_entropy
-        return ce(self.colour(features).flatten(0, 1), colours.flatten()) + ce(self.shape(features).flatten(0, 1), shapes.flatten())
+        total = ce(self.colour(features).flatten(0, 1), colours.flatten()) + ce(self.shape(features).flatten(0, 1), shapes.flatten())
+        if self.pair is not None:
+            # background is 0 in both; an object's pair class is 1 + colour * n_shapes + shape (both 0-based)
+            pairs = torch.where(colours > 0, 1 + (colours - 1) * len(task.SHAPES) + (shapes - 1), 0)
+            total = total + ce(self.pair(features).flatten(0, 1), pairs.flatten())
+        return total
 
 
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
@@ -113,6 +143,8 @@ def train(
     log_every: int = 100,
     log: Any = print,
     init: Path | None = None,
+    extra_exists: int = 1,
+    pair_aux: bool = True,
 ) -> tuple[Any, Any, list[float]]:
     """Train from scratch, or continue from the checkpoint ``init``; returns ``(model, tokenizer, losses)``."""
     torch.manual_seed(seed)
@@ -123,7 +155,7 @@ def train(
     else:
         tokenizer = shapes_model.build_tokenizer()
         model = shapes_model.build_model(tokenizer, decoder_layers=decoder_layers, seed=seed)
-    aux = AuxiliaryHead(model.config.text_config.hidden_size)
+    aux = AuxiliaryHead(model.config.text_config.hidden_size, pair=pair_aux)
     captured: dict[str, torch.Tensor] = {}
     hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("features", o))
     optimizer = torch.optim.AdamW(_param_groups([model, aux], 0.05), lr=peak_lr, betas=(0.9, 0.98))
@@ -136,7 +168,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(step, steps, peak_lr, warmup)
             seeds = [seed * 10_000_000 + step * batch_size + i for i in range(batch_size)]
-            batch = training_batch(tokenizer, seeds, image_token_id)
+            batch = training_batch(tokenizer, seeds, image_token_id, extra_exists)
             colours, shapes = batch.pop("colour_labels"), batch.pop("shape_labels")
             loss = model(**batch).loss
             features = captured["features"].reshape(len(seeds), shapes_model.VISION_TOKENS, -1)
@@ -167,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, help="continue from this checkpoint (a second stage) instead of from scratch")
     parser.add_argument("--peak-lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=150)
+    parser.add_argument("--extra-exists", type=int, default=1, help="extra existence questions per training image")
+    parser.add_argument("--no-pair-aux", action="store_true", help="drop the auxiliary (colour, shape) pair target")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model, tokenizer, _ = train(
         steps=args.steps, seed=args.seed, decoder_layers=args.decoder_layers, init=args.init,
-        peak_lr=args.peak_lr, warmup=args.warmup,
+        peak_lr=args.peak_lr, warmup=args.warmup, extra_exists=args.extra_exists, pair_aux=not args.no_pair_aux,
     )
     accuracy = held_out_accuracy(model, tokenizer)
     minutes = (time.perf_counter() - started) / 60
@@ -183,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "training.json").write_text(json.dumps(
         {"steps": args.steps, "seed": args.seed, "decoder_layers": args.decoder_layers,
          "init": str(args.init) if args.init else None, "peak_lr": args.peak_lr, "warmup": args.warmup,
+         "extra_exists": args.extra_exists, "pair_aux": not args.no_pair_aux,
          "held_out_accuracy_1000": accuracy, "minutes": round(minutes, 1)}, indent=2))
     return 0
 
