@@ -7,6 +7,7 @@ contributes a square patch grid (24x24 = 576 tokens for LLaVA-1.5 at 336 px).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -63,7 +64,7 @@ def tiny_random_llava(layers: int = 4, attn: str = "sdpa", seed: int = 0) -> Any
 
     For demos and tests of the machinery only: its answers mean nothing.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -73,7 +74,13 @@ def tiny_random_llava(layers: int = 4, attn: str = "sdpa", seed: int = 0) -> Any
         hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=128, max_position_embeddings=512, pad_token_id=0,
     )
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=100, vision_feature_layer=-1)
+    return _random_llava(LlavaConfig(vision_config=vision, text_config=text, image_token_id=100, vision_feature_layer=-1), attn, seed)
+
+
+def _random_llava(config: Any, attn: str, seed: int) -> Any:
+    """Random weights from ``config``, eval mode, generating without an end token (demo and timing models)."""
+    from transformers import LlavaForConditionalGeneration
+
     config._attn_implementation = attn
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
@@ -82,12 +89,13 @@ def tiny_random_llava(layers: int = 4, attn: str = "sdpa", seed: int = 0) -> Any
     return model
 
 
-def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tensor]:
-    """Left-padded sample prompts for :func:`tiny_random_llava`, one image per row."""
+def tiny_random_inputs(model: Any, batch_size: int = 1, images_per_row: int = 1) -> dict[str, torch.Tensor]:
+    """Left-padded sample prompts for :func:`tiny_random_llava`, ``images_per_row`` images per row."""
     config = model.config
     per_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
     generator = torch.Generator().manual_seed(1)
-    rows = [[1, 5, 6] + [config.image_token_id] * per_image + [7, 8, 9, 10 + i][: 2 + (i % 3)] for i in range(batch_size)]
+    image_block = [config.image_token_id] * per_image * images_per_row
+    rows = [[1, 5, 6] + image_block + [7, 8, 9, 10 + i][: 2 + (i % 3)] for i in range(batch_size)]
     width = max(len(r) for r in rows)
     ids = torch.zeros(batch_size, width, dtype=torch.long)
     mask = torch.zeros(batch_size, width, dtype=torch.long)
@@ -98,11 +106,73 @@ def tiny_random_inputs(model: Any, batch_size: int = 1) -> dict[str, torch.Tenso
     return {
         "input_ids": ids,
         "attention_mask": mask,
-        "pixel_values": torch.randn(batch_size, 3, size, size, generator=generator),
+        "pixel_values": torch.randn(batch_size * images_per_row, 3, size, size, generator=generator),
+    }
+
+
+#: LLaVA-1.5-7B's decoder is 32 layers of width 4096 (MLP 11008, 32 heads of 64); the
+#: performance model keeps the head size, the MLP ratio and the 576 vision tokens per
+#: image, and halves the depth (pruning layers scale with it) and divides the width by 8
+PERF_TEXT = dict(
+    hidden_size=512, intermediate_size=1376, num_hidden_layers=16, num_attention_heads=8,
+    num_key_value_heads=8, vocab_size=32064, max_position_embeddings=4096, pad_token_id=0,
+)
+PERF_PROMPT_TOKENS = 40  # text tokens around the image(s): a typical LLaVA-1.5 VQA prompt
+
+
+def llava15_shaped_random(attn: str = "sdpa", seed: int = 0) -> Any:
+    """A LLaVA-1.5-SHAPED model with RANDOM weights, sized for CPU timing (``tokenprune bench --perf``).
+
+    336 px images in 14 px patches give LLaVA-1.5's 576 vision tokens per
+    image; the vision tower is one narrow layer (its cost is not what pruning
+    changes); the decoder is :data:`PERF_TEXT`. Answers are noise.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+        image_size=336, patch_size=14, projection_dim=64,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=LlamaConfig(**PERF_TEXT), image_token_id=32000, vision_feature_layer=-1,
+    )
+    return _random_llava(config, attn, seed)
+
+
+def llava15_shaped_inputs(model: Any, batch_size: int = 1, images_per_row: int = 1) -> dict[str, torch.Tensor]:
+    """Rows of ~40 text tokens around ``images_per_row`` images of 576 tokens (no padding: equal rows)."""
+    config = model.config
+    per_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+    generator = torch.Generator().manual_seed(2)
+    before, after = 5, PERF_PROMPT_TOKENS - 5
+    rows = []
+    for _ in range(batch_size):
+        text = torch.randint(1, 32000, (PERF_PROMPT_TOKENS,), generator=generator).tolist()
+        image_block = [config.image_token_id] * per_image * images_per_row
+        rows.append(text[:before] + image_block + text[before : before + after])
+    ids = torch.tensor(rows)
+    size = config.vision_config.image_size
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": torch.randn(batch_size * images_per_row, 3, size, size, generator=generator),
     }
 
 
 @tokenprune.hookimpl
 def tokenprune_models() -> list[tokenprune.ModelSpec]:
-    """Register the tiny random LLaVA (demo of the machinery)."""
-    return [demo_spec("tiny-random-llava", "LLaVA", tiny_random_llava, tiny_random_inputs)]
+    """Register the tiny random LLaVA (demo of the machinery) and the LLaVA-1.5-shaped timing model."""
+    return [
+        replace(demo_spec("tiny-random-llava", "LLaVA", tiny_random_llava, tiny_random_inputs), scaled_inputs=tiny_random_inputs),
+        tokenprune.ModelSpec(
+            name="llava-1.5-shaped-random",
+            description=(
+                "LLaVA-1.5-shaped (576 vision tokens per image, ~40-token prompt, 16x512 decoder) with random "
+                "weights, for timing (tokenprune bench --perf); answers are noise"
+            ),
+            build=llava15_shaped_random,
+            sample_inputs=llava15_shaped_inputs,
+            scaled_inputs=llava15_shaped_inputs,
+            timing_default=True,
+        ),
+    ]

@@ -168,3 +168,32 @@ def test_flags_override_config_file(tmp_path):
     args = argparse.Namespace(policy=None, keep=None, ratio=None, equivalent=None, layers="2", option=["seed=5"], config=str(path))
     config = config_from_args(args)
     assert config.keep == 8 and config.layers == (2,) and config.options == {"seed": 5}
+
+
+def test_bench_perf_writes_its_section_and_plot_and_reports_exact_kv_bytes(tmp_path):
+    markdown, plot = tmp_path / "b.md", tmp_path / "speed.png"
+    markdown.write_text("# Benchmarks\n\n<!-- accuracy:begin -->\nkept\n<!-- accuracy:end -->\n")
+    result = run("bench", "--perf", "--model", "tiny-random-llava", "--policies", "random,sparsevlm",
+                 "--equivalents", "40,30", "--repeats", "1", "--decode-tokens", "2", "--scaling-images", "1,2",
+                 "--scaling-batches", "1,2", "--scaling-fraction", "0.5", "--scaling-policies", "fastv",
+                 "--markdown", str(markdown), "--plot", str(plot), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(r["policy"], r["equivalent"]) for r in report["prefill"]] == [
+        ("random", 40.0), ("sparsevlm", 40.0), ("random", 30.0), ("sparsevlm", 30.0)]
+    for row in report["prefill"]:
+        assert row["skipped"] is None and row["seconds"] > 0 and row["ideal_speedup"] > 1
+    assert all(d["kv_bytes"] == d["kv_theoretical"] for d in report["decode"])
+    assert [(s["vision_tokens"], s["batch"]) for s in report["scaling"]] == [(64, 1), (128, 1), (64, 2)]
+    text = markdown.read_text()
+    assert "<!-- performance:begin -->" in text and "kept" in text  # the accuracy section survives
+    assert "| keep-all (hooks, nothing dropped) |" in text and "measured / ideal" in text
+    assert Image.open(plot).size == (900, 560)
+
+
+def test_bench_perf_needs_a_model_with_scaled_inputs():
+    result = run("bench", "--perf", "--model", "tiny-random-qwen2-vl", "--repeats", "1")
+    assert result.returncode == 2 and "scaled inputs" in result.stderr
+    assert "Traceback" not in result.stderr
+    bad = run("bench", "--perf", "--repeats", "0")
+    assert bad.returncode == 2 and "repeats" in bad.stderr

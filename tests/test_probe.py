@@ -37,13 +37,21 @@ def recording():
     tokenprune.unregister_plugin(plugin)
 
 
+@pytest.mark.parametrize("use_cache", [True, False], ids=["keys-from-cache", "keys-recomputed"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_probe_rows_equal_eager_attention(recording, attn):
+def test_probe_rows_equal_eager_attention(recording, attn, use_cache, monkeypatch):
     inputs = batch(TWO_LEFT)
     model = tiny_llava(attn)
     eager = tiny_llava("eager")  # same seed, same weights
+    recomputed = []
+    adapter_class = tokenprune.available_adapters()["llava"]
+    original_keys = adapter_class.keys
+    monkeypatch.setattr(adapter_class, "keys", lambda self, *a: recomputed.append(1) or original_keys(self, *a))
     with torch.no_grad(), tokenprune.attach(model, policy="test-recording", keep=8, layers=(1, 3)):
-        model(**inputs)
+        model(**inputs, use_cache=use_cache)
+    # with a cache, the keys the model already computed at layer L-1 are reused
+    assert bool(recomputed) != use_cache
+    monkeypatch.undo()
     with torch.no_grad(), tokenprune.attach(eager, policy="test-recording", keep=8, layers=(1, 3)):
         attentions = eager(**inputs, output_attentions=True).attentions
     recorded = recording[: len(recording) // 2]

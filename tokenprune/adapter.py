@@ -259,6 +259,47 @@ class Adapter:
             layer_idx=layer_idx,
         )
 
+    def queries(
+        self,
+        attention: nn.Module,
+        hidden: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        query_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, float]:
+        """Rotary-embedded queries ``[H, n_q, d]`` of some rows of ONE sequence, and the logit scaling.
+
+        Args:
+            attention: the layer's attention module.
+            hidden: ``[N, D]`` the attention module's input (after the layer norm).
+            position_embeddings: ``(cos, sin)`` each ``[N, d]`` for this sequence.
+            query_index: ``[n_q]`` rows whose queries are needed.
+        """
+        head_dim = attention.head_dim
+        heads = attention.q_proj.out_features // head_dim
+        q = attention.q_proj(hidden[query_index]).view(len(query_index), heads, head_dim)
+        if getattr(attention, "q_norm", None) is not None:
+            q = attention.q_norm(q)
+        cos, sin = position_embeddings
+        q = apply_rotary(q.transpose(0, 1), cos[query_index], sin[query_index])
+        scaling = getattr(attention, "scaling", None)
+        return q, float(scaling if scaling is not None else head_dim**-0.5)
+
+    def keys(
+        self, attention: nn.Module, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Rotary-embedded keys ``[H_kv, N, d]`` of ONE sequence, recomputed from the attention input.
+
+        The engine reads them from the KV cache instead when the request has
+        one (the model already computed them); this is the fallback.
+        """
+        head_dim = attention.head_dim
+        kv_heads = attention.k_proj.out_features // head_dim
+        k = attention.k_proj(hidden).view(hidden.shape[0], kv_heads, head_dim)
+        if getattr(attention, "k_norm", None) is not None:
+            k = attention.k_norm(k)
+        cos, sin = position_embeddings
+        return apply_rotary(k.transpose(0, 1), cos, sin)
+
     def queries_keys(
         self,
         attention: nn.Module,
@@ -266,35 +307,19 @@ class Adapter:
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         query_index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Rotary-embedded queries of some rows and keys of all rows, for ONE sequence.
-
-        Args:
-            attention: the layer's attention module.
-            hidden: ``[N, D]`` the attention module's input (after the layer norm).
-            position_embeddings: ``(cos, sin)`` each ``[N, d]`` for this sequence.
-            query_index: ``[n_q]`` rows whose queries are needed.
+        """:meth:`queries` and :meth:`keys`, with key heads repeated to match query heads (GQA).
 
         Returns:
-            ``(q [H, n_q, d], k [H, N, d], scaling)`` with key heads repeated to
-            match query heads (grouped-query attention).
+            ``(q [H, n_q, d], k [H, N, d], scaling)``.
         """
-        head_dim = attention.head_dim
-        n = hidden.shape[0]
-        heads = attention.q_proj.out_features // head_dim
-        kv_heads = attention.k_proj.out_features // head_dim
-        q = attention.q_proj(hidden[query_index]).view(len(query_index), heads, head_dim)
-        k = attention.k_proj(hidden).view(n, kv_heads, head_dim)
-        if getattr(attention, "q_norm", None) is not None:
-            q = attention.q_norm(q)
-        if getattr(attention, "k_norm", None) is not None:
-            k = attention.k_norm(k)
-        cos, sin = position_embeddings
-        q = apply_rotary(q.transpose(0, 1), cos[query_index], sin[query_index])
-        k = apply_rotary(k.transpose(0, 1), cos, sin)
-        groups = q.shape[0] // k.shape[0]
-        k = k.repeat_interleave(groups, dim=0)
-        scaling = getattr(attention, "scaling", None)
-        return q, k, float(scaling if scaling is not None else head_dim**-0.5)
+        q, scaling = self.queries(attention, hidden, position_embeddings, query_index)
+        k = self.keys(attention, hidden, position_embeddings)
+        return q, repeat_heads(k, q.shape[0]), scaling
+
+
+def repeat_heads(keys: torch.Tensor, heads: int) -> torch.Tensor:
+    """Repeat ``[H_kv, N, d]`` key heads to ``heads`` (grouped-query attention)."""
+    return keys.repeat_interleave(heads // keys.shape[0], dim=0)
 
 
 def require_transformers_5(model_name: str) -> None:

@@ -37,6 +37,8 @@ BENCH_EPILOG = """examples:
   tokenprune bench
   tokenprune bench --n 200 --policies random,sparsevlm --budgets 0.5,0.25
   tokenprune bench --markdown docs/benchmarks.md --plot docs/benchmark_accuracy.png
+  tokenprune bench --perf --markdown docs/benchmarks.md --plot docs/benchmark_speed.png
+  tokenprune bench --perf --policies fastv,sparsevlm --equivalents 128,64 --repeats 3
 """
 
 
@@ -92,10 +94,12 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="accuracy of policies x budgets on a registered dataset",
+        help="accuracy (default) or speed (--perf) of policies x budgets",
         description=(
             "Evaluate the unpruned model and each policy at each budget (fractions of the vision tokens, "
-            "matched on equivalent tokens) on a registered dataset, side by side in one run."
+            "matched on equivalent tokens) on a registered dataset, side by side in one run. With --perf, "
+            "time prefill, policy overhead, decode and scaling instead (interleaved repetitions, medians) "
+            "on a model registered with scaled inputs (default: llava-1.5-shaped-random)."
         ),
         epilog=BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -103,13 +107,22 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="registered model name or checkpoint directory (default: the shipped model)")
     bench.add_argument("--dataset", help="registered dataset name or a JSONL file (default: the model's dataset)")
     bench.add_argument("--n", type=int, default=1000, help="examples from the fixed split (default 1000)")
-    bench.add_argument("--policies", default="random,fastv,tome,sparsevlm,sparsevlm-reference", help="comma-separated")
+    bench.add_argument("--policies", help="comma-separated (default: every installed policy)")
     bench.add_argument("--budgets", default="0.5,0.33,0.25,0.2", help="comma-separated fractions of vision tokens")
     bench.add_argument("--batch-size", type=int, default=100)
     bench.add_argument("--markdown", help="write the results section into this Markdown file (e.g. docs/benchmarks.md)")
     bench.add_argument("--plot", help="write the retention plot PNG here")
     bench.add_argument("--csv", help="also write the results as CSV here")
     bench.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    perf = bench.add_argument_group("speed (--perf)")
+    perf.add_argument("--perf", action="store_true", help="measure speed instead of accuracy")
+    perf.add_argument("--equivalents", default="192,128,64", help="budgets in equivalent vision tokens (default 192,128,64)")
+    perf.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per configuration (default 5)")
+    perf.add_argument("--decode-tokens", type=int, default=32, help="new tokens timed for decode throughput (default 32)")
+    perf.add_argument("--scaling-images", default="1,2,4,5", help="images per row in the vision-token sweep")
+    perf.add_argument("--scaling-batches", default="1,4", help="batch sizes in the batch sweep")
+    perf.add_argument("--scaling-fraction", type=float, default=0.11, help="kept fraction in the sweeps (default 0.11)")
+    perf.add_argument("--scaling-policies", help="policies timed in the sweeps (default: those of --policies)")
     bench.set_defaults(func=_bench)
 
     visualize = commands.add_parser(
@@ -368,12 +381,14 @@ def _split(text: str, convert: Any, what: str) -> list[Any]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.perf:
+        return _bench_perf(args)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from tokenprune import bench as accuracy_bench
     from tokenprune.runner import load_model
 
-    policies = _split(args.policies, str, "policies")
+    policies = _policies_arg(args)
     fractions = _split(args.budgets, float, "budgets")
     if any(not 0 < f <= 1 for f in fractions):
         raise ConfigError("--budgets are fractions in (0, 1]")
@@ -395,7 +410,7 @@ def _bench(args: argparse.Namespace) -> int:
         )
     kinds = sorted({k for r in results for k in r.by_kind})
     command = "tokenprune bench " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("n", args.n), ("policies", args.policies), ("budgets", args.budgets))
+        f"--{k.replace('_', '-')} {v}" for k, v in (("n", args.n), ("policies", ",".join(policies)), ("budgets", args.budgets))
     )
     if args.plot:
         from tokenprune.plot import line_chart
@@ -414,6 +429,76 @@ def _bench(args: argparse.Namespace) -> int:
         print(json.dumps([r.__dict__ for r in results]))
     else:
         Console().print(accuracy_bench.markdown_table(results, kinds))
+    return 0
+
+
+def _policies_arg(args: argparse.Namespace) -> list[str]:
+    """``--policies``, or every installed policy."""
+    if args.policies:
+        return _split(args.policies, str, "policies")
+    return sorted(tokenprune.available_policies())
+
+
+def _timing_model() -> str:
+    specs = [s for s in tokenprune.available_models().values() if s.timing_default and s.scaled_inputs]
+    if not specs:
+        raise ConfigError("no installed plugin registers a timing model; name one with --model")
+    return specs[0].name
+
+
+def _bench_perf(args: argparse.Namespace) -> int:
+    from tokenprune import perf, perf_report
+    from tokenprune.runner import load_model
+
+    plan = perf.PerfPlan(
+        policies=tuple(_policies_arg(args)),
+        equivalents=tuple(_split(args.equivalents, float, "equivalents")),
+        repeats=args.repeats,
+        decode_tokens=args.decode_tokens,
+        scaling_images=tuple(_split(args.scaling_images, int, "scaling-images")),
+        scaling_batches=tuple(_split(args.scaling_batches, int, "scaling-batches")),
+        scaling_fraction=args.scaling_fraction,
+        scaling_policies=tuple(_split(args.scaling_policies, str, "scaling-policies")) if args.scaling_policies else (),
+    )
+    for policy in (*plan.policies, *plan.scaling_policies):
+        tokenprune.get_policy(policy)
+    loaded = load_model(args.model or _timing_model())
+    if loaded.spec is None or loaded.spec.scaled_inputs is None:
+        raise ConfigError(f"--perf needs a registered model with scaled inputs; {loaded.name!r} has none")
+    console = Console(stderr=True)
+    report = perf.run_perf(
+        loaded.model, loaded.spec.scaled_inputs, plan, loaded.name,
+        progress=lambda label: console.print(f"[dim]timing {label}...[/dim]"),
+    )
+    command = "tokenprune bench --perf " + " ".join(
+        f"--{k} {v}" for k, v in (
+            ("model", loaded.name), ("policies", ",".join(plan.policies)), ("equivalents", args.equivalents),
+            ("repeats", args.repeats), ("decode-tokens", args.decode_tokens),
+            ("scaling-policies", ",".join(plan.scaling_policies)),
+        )
+    )
+    if args.plot:
+        perf_report.write_plot(report, args.plot)
+    section = perf_report.markdown_section(report, command, args.plot, args.markdown or "docs/benchmarks.md")
+    if args.markdown:
+        from tokenprune.bench import write_section
+
+        write_section(args.markdown, "performance", section)
+    if args.json:
+        print(json.dumps({
+            "targets": [{"target": t, "met": m, "measured": v} for t, m, v in perf_report.targets(report)],
+            "prefill": [
+                {"policy": r.policy, "equivalent": r.target, "skipped": r.timing.skipped,
+                 "seconds": None if r.timing.skipped else r.timing.median, "measured_speedup": r.measured_speedup,
+                 "ideal_speedup": r.ideal_speedup, "overhead_share": r.overhead_share()}
+                for r in report.prefill
+            ],
+            "unpruned_seconds": report.unhooked.median, "keep_all_seconds": report.keep_all.median,
+            "decode": [d.__dict__ for d in report.decode],
+            "scaling": [s.__dict__ for s in report.scaling],
+        }))
+    else:
+        print(section)  # Markdown as is: rich would wrap table rows and read [..] as markup
     return 0
 
 

@@ -29,13 +29,14 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from tokenprune.adapter import Adapter, LayerCall, gather_sequence
+from tokenprune.adapter import Adapter, LayerCall, gather_sequence, repeat_heads
 from tokenprune.context import LayerContext, RequestContext
 from tokenprune.errors import TokenpruneError, UnsupportedInputError
 from tokenprune.events import PruneEvent
 from tokenprune.layout import MERGED, Layout, apply_selections
 from tokenprune.probe import attention_rows, probe_macs
 from tokenprune.selection import RowSelection
+from tokenprune.timing import timed
 from tokenprune.stats import (
     FlopsReport,
     KVCacheReport,
@@ -78,6 +79,7 @@ class RequestState:
     step_mask: torch.Tensor | None = None
     step_masks: dict[int, Any] = field(default_factory=dict)
     records: list[PruneRecord] = field(default_factory=list)
+    cache: Any = None
 
 
 class Engine:
@@ -176,6 +178,7 @@ class Engine:
         if state.in_prefill:
             state.in_prefill = False
             state.captured.clear()
+            state.cache = None
             cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
             if cache is None:
                 cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -248,7 +251,7 @@ class Engine:
             grids=self.adapter.vision_grids(ids, call_kwargs),
         )
         state = RequestState(request=request, base=Layout.initial(vision, attention_mask), prefill_length=ids.shape[1])
-        with torch.no_grad():
+        with torch.no_grad(), timed("begin_request"):
             self.policy.begin_request(request)
         self.state = state
 
@@ -301,6 +304,7 @@ class Engine:
 
     # ------------------------------------------------------------------ pruning
     def _prune(self, state: RequestState, index: int, call: LayerCall, cache: Any) -> None:
+        state.cache = cache  # the scored layer's keys are already in it
         previous = state.stages[-1] if state.stages else None
         layout = previous.layout if previous else state.base
         position_embeddings = previous.position_embeddings if previous else call.position_embeddings
@@ -316,8 +320,24 @@ class Engine:
             _attention=partial(self._attention_rows, state, index - 1, layout, bias_before),
             _keys=partial(self._keys, state, index - 1),
         )
-        with torch.no_grad():
+        with torch.no_grad(), timed("select"):
             selections = self.policy.select(ctx)
+        with timed("prune"):
+            self._apply(state, index, call, cache, ctx, selections, layout, position_embeddings, position_ids)
+
+    def _apply(
+        self,
+        state: RequestState,
+        index: int,
+        call: LayerCall,
+        cache: Any,
+        ctx: LayerContext,
+        selections: list[RowSelection],
+        layout: Layout,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+        position_ids: torch.Tensor | None,
+    ) -> None:
+        hidden = ctx.hidden_states
         self._check_selections(selections, layout, hidden.shape[-1])
 
         transition = apply_selections(layout, selections)
@@ -380,29 +400,43 @@ class Engine:
         hidden, (cos, sin) = state.captured[scored_layer]
         attention = self.adapter.attention_module(self.adapter.decoder_layers()[scored_layer])
         pick = min(row, cos.shape[0] - 1)
-        probs = attention_rows(
-            self.adapter,
-            attention,
-            hidden[row],
-            (cos[pick], sin[pick]),
-            layout.valid[row],
-            query_slots,
-            None if key_bias is None else key_bias[row],
-        )
+        with timed("probe"):
+            keys = self._cached_keys(state, scored_layer, row, hidden.shape[1])
+            probs = attention_rows(
+                self.adapter,
+                attention,
+                hidden[row],
+                (cos[pick], sin[pick]),
+                layout.valid[row],
+                query_slots,
+                None if key_bias is None else key_bias[row],
+                keys,
+            )
         d = self.dims
         state.request.add_overhead_flops(
             "attention probe",
-            probe_macs(len(query_slots), hidden.shape[1], d.hidden_size, d.heads, d.kv_heads, d.head_dim),
+            probe_macs(len(query_slots), hidden.shape[1], d.hidden_size, d.heads, d.kv_heads, d.head_dim, keys is not None),
         )
         return probs if per_head else probs.mean(dim=0)
+
+    def _cached_keys(self, state: RequestState, layer: int, row: int, length: int) -> torch.Tensor | None:
+        """``[H_kv, N, d]`` keys the model cached for ``layer`` in this prefill, or None without a cache."""
+        tensors = self.adapter.cache_tensors(state.cache) if state.cache is not None else None
+        if not tensors or layer >= len(tensors):
+            return None
+        keys = tensors[layer][0]
+        if keys.shape[-2] != length:  # not this prefill's keys alone: recompute
+            return None
+        return keys[min(row, keys.shape[0] - 1)]
 
     def _keys(self, state: RequestState, scored_layer: int, row: int) -> torch.Tensor:
         hidden, (cos, sin) = state.captured[scored_layer]
         attention = self.adapter.attention_module(self.adapter.decoder_layers()[scored_layer])
         pick = min(row, cos.shape[0] - 1)
-        empty = torch.zeros(0, dtype=torch.long, device=hidden.device)
-        _, keys, _ = self.adapter.queries_keys(attention, hidden[row], (cos[pick], sin[pick]), empty)
-        return keys
+        keys = self._cached_keys(state, scored_layer, row, hidden.shape[1])
+        if keys is None:
+            keys = self.adapter.keys(attention, hidden[row], (cos[pick], sin[pick]))
+        return repeat_heads(keys, attention.q_proj.out_features // attention.head_dim)
 
     # -------------------------------------------------------------- statistics
     def _prefill_stats(

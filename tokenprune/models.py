@@ -24,6 +24,10 @@ class ModelSpec:
             has one; ``tokenprune run`` then loads it with its processor.
         sample_images: image files of a sample request for ``tokenprune run``.
         sample_prompt: the sample request's prompt.
+        scaled_inputs: ``(model, batch_size, images_per_row) -> inputs`` with
+            rows of equal length; needed by ``tokenprune bench --perf``.
+        timing_default: the model ``tokenprune bench --perf`` uses when the
+            user names none.
     """
 
     name: str
@@ -34,6 +38,8 @@ class ModelSpec:
     path: Path | None = None
     sample_images: tuple[Path, ...] = field(default_factory=tuple)
     sample_prompt: str | None = None
+    scaled_inputs: Callable[[nn.Module, int, int], dict[str, Any]] | None = None
+    timing_default: bool = False
 
 
 @dataclass(frozen=True)

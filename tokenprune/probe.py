@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tokenprune.adapter import Adapter
+from tokenprune.adapter import Adapter, repeat_heads
 
 
 def attention_rows(
@@ -23,6 +23,7 @@ def attention_rows(
     valid: torch.Tensor,
     query_slots: torch.Tensor,
     key_bias: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax attention of ``query_slots`` over all slots of ONE sequence.
 
@@ -34,12 +35,18 @@ def attention_rows(
         valid: ``[N]`` bool, keys that may be attended (2-D mask).
         query_slots: ``[n_q]`` query rows.
         key_bias: ``[N]`` optional additive logit bias per key (proportional attention).
+        keys: ``[H_kv, N, d]`` the layer's rotary-embedded keys when already
+            known (read from the KV cache); recomputed from ``hidden`` otherwise.
 
     Returns:
         ``[H, n_q, N]`` float32 probabilities; causal and padding masked; a
         query with no visible key gets an all-zero row.
     """
-    q, k, scaling = adapter.queries_keys(attention, hidden, position_embeddings, query_slots)
+    if keys is None:
+        q, k, scaling = adapter.queries_keys(attention, hidden, position_embeddings, query_slots)
+    else:
+        q, scaling = adapter.queries(attention, hidden, position_embeddings, query_slots)
+        k = repeat_heads(keys, q.shape[0])
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scaling
     if key_bias is not None:
         logits = logits + key_bias.float()[None, None, :]
@@ -50,10 +57,9 @@ def attention_rows(
     return torch.nan_to_num(probs, nan=0.0)
 
 
-def probe_macs(n_queries: int, n_keys: int, hidden_size: int, heads: int, kv_heads: int, head_dim: int) -> float:
-    """Multiply-adds of :func:`attention_rows`: q and k projections plus q·kᵀ."""
-    return float(
-        n_queries * hidden_size * heads * head_dim
-        + n_keys * hidden_size * kv_heads * head_dim
-        + n_queries * n_keys * heads * head_dim
-    )
+def probe_macs(
+    n_queries: int, n_keys: int, hidden_size: int, heads: int, kv_heads: int, head_dim: int, cached_keys: bool = False
+) -> float:
+    """Multiply-adds of :func:`attention_rows`: q (and, unless cached, k) projections plus q·kᵀ."""
+    key_projection = 0 if cached_keys else n_keys * hidden_size * kv_heads * head_dim
+    return float(n_queries * hidden_size * heads * head_dim + key_projection + n_queries * n_keys * heads * head_dim)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenprune.timing import timed
+
 
 @dataclass(frozen=True)
 class Step:
@@ -33,5 +35,6 @@ class Step:
     options: tuple[str, ...] = field(default_factory=tuple)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the step."""
-        return self.fn(*args, **kwargs)
+        """Run the step (timed as ``kind:name`` when timing is collected)."""
+        with timed(f"{self.kind}:{self.name}"):
+            return self.fn(*args, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -162,6 +163,55 @@ def oracle_difference(model: nn.Module, inputs: dict[str, Any], **attach_kwargs:
     with torch.no_grad(), oracle_masks(adapter, mask, stages, pruned.dtype):
         oracle = model(**inputs).logits
     return max_kept_difference(pruned, oracle, stats, mask)
+
+
+@dataclass
+class LargestTensor:
+    """The largest tensor a policy produced during one request (see :func:`largest_policy_tensor`)."""
+
+    numel: int
+    shape: tuple[int, ...]
+    operation: str
+    sequence_length: int
+
+
+def largest_policy_tensor(model: nn.Module, inputs: dict[str, Any], **attach_kwargs: Any) -> LargestTensor:
+    """Run one request and report the largest tensor any aten operation produced inside the policy.
+
+    Everything the policy does at request start and at each pruning layer
+    (its steps, and the attention rows it asks the engine for) is recorded
+    at the dispatcher level, so a full ``[heads, N, N]`` or ``[N, N]``
+    attention map shows up however it was computed. ``sequence_length`` is
+    the request's ``N`` (padded prompt length). Use it to assert a policy
+    never materialises attention-sized tensors:
+    ``assert largest.numel < largest.sequence_length ** 2``.
+    """
+    import tokenprune
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    largest = LargestTensor(0, (), "", int(inputs["input_ids"].shape[1]))
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor) and tensor.numel() > largest.numel:
+                    largest.numel, largest.shape, largest.operation = tensor.numel(), tuple(tensor.shape), str(func)
+            return out
+
+    def recorded(method: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Recorder():
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    with torch.no_grad(), tokenprune.attach(model, **attach_kwargs) as handle:
+        policy = handle.policy
+        policy.select = recorded(policy.select)
+        policy.begin_request = recorded(policy.begin_request)
+        model(**inputs)
+    return largest
 
 
 @contextmanager
