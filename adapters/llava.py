@@ -111,10 +111,11 @@ def tiny_random_inputs(model: Any, batch_size: int = 1, images_per_row: int = 1)
 
 
 #: LLaVA-1.5-7B's decoder is 32 layers of width 4096 (MLP 11008, 32 heads of 64); the
-#: performance model keeps the head size, the MLP ratio and the 576 vision tokens per
-#: image, and halves the depth (pruning layers scale with it) and divides the width by 8
+#: performance model keeps the depth (so every policy's published pruning layers apply
+#: unscaled), the head size, the MLP ratio and the 576 vision tokens per image, and
+#: divides the width by 8
 PERF_TEXT = dict(
-    hidden_size=512, intermediate_size=1376, num_hidden_layers=16, num_attention_heads=8,
+    hidden_size=512, intermediate_size=1376, num_hidden_layers=32, num_attention_heads=8,
     num_key_value_heads=8, vocab_size=32064, max_position_embeddings=4096, pad_token_id=0,
 )
 PERF_PROMPT_TOKENS = 40  # text tokens around the image(s): a typical LLaVA-1.5 VQA prompt
@@ -167,7 +168,7 @@ def tokenprune_models() -> list[tokenprune.ModelSpec]:
         tokenprune.ModelSpec(
             name="llava-1.5-shaped-random",
             description=(
-                "LLaVA-1.5-shaped (576 vision tokens per image, ~40-token prompt, 16x512 decoder) with random "
+                "LLaVA-1.5-shaped (576 vision tokens per image, ~40-token prompt, 32x512 decoder) with random "
                 "weights, for timing (tokenprune bench --perf); answers are noise"
             ),
             build=llava15_shaped_random,

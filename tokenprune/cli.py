@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", help="registered dataset name or a JSONL file (default: the model's dataset)")
     bench.add_argument("--n", type=int, default=1000, help="examples from the fixed split (default 1000)")
     bench.add_argument("--policies", help="comma-separated (default: every installed policy)")
-    bench.add_argument("--budgets", default="0.5,0.33,0.25,0.2", help="comma-separated fractions of vision tokens")
+    bench.add_argument("--budgets", default="0.67,0.6,0.5,0.33,0.25,0.2", help="comma-separated fractions of vision tokens")
     bench.add_argument("--batch-size", type=int, default=100)
     bench.add_argument("--markdown", help="write the results section into this Markdown file (e.g. docs/benchmarks.md)")
     bench.add_argument("--plot", help="write the retention plot PNG here")

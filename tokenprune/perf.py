@@ -96,6 +96,7 @@ class PrefillRow:
     timing: Timing
     baseline: float
     ideal_speedup: float | None = None
+    achievable_speedup: float | None = None
 
     @property
     def measured_speedup(self) -> float | None:
@@ -108,6 +109,13 @@ class PrefillRow:
         if self.measured_speedup is None or not self.ideal_speedup:
             return None
         return self.measured_speedup / self.ideal_speedup
+
+    @property
+    def machinery_efficiency(self) -> float | None:
+        """Measured speedup / the speedup the unhooked decoder itself shows at the same per-layer token counts."""
+        if self.measured_speedup is None or not self.achievable_speedup:
+            return None
+        return self.measured_speedup / self.achievable_speedup
 
     def overhead_share(self, sections: Sequence[str] = ("begin_request", "select")) -> float:
         """The policy's own time (default: request set-up + decisions) as a share of unpruned prefill."""
@@ -211,6 +219,49 @@ def measure(
             timing.seconds.append(_run_once(model, inputs, timing, call))
 
 
+def decoder_layer_times(
+    model: nn.Module, keep_all: Timing, stats: list[PruneStats], repeats: int
+) -> dict[int, float]:
+    """Seconds one unhooked decoder layer takes on ``n`` tokens, for every count the runs produced.
+
+    Measured by running the bare text model (no hooks) on ``n`` random
+    embeddings and dividing by its depth: what the hardware itself gives at
+    that size, fixed per-layer costs and small-matrix efficiency included.
+    """
+    if keep_all.attach_kwargs is None:
+        raise ValueError("keep_all must be an attached configuration")
+    handle = attach(model, **keep_all.attach_kwargs)
+    text_model, layers = handle.adapter.text_model(), handle.adapter.num_layers
+    handle.detach()
+    full = keep_all.stats.tokens_per_layer[0][0] if keep_all.stats else 0
+    sizes = sorted({full, *(n for s in stats for n in s.tokens_per_layer[0])} - {0})
+    parameter = next(model.parameters())
+    width = dims_width(model)
+    inputs = {n: torch.randn(1, n, width, dtype=parameter.dtype, device=parameter.device) for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    with torch.no_grad():
+        for n in sizes:  # warm-up
+            text_model(inputs_embeds=inputs[n], use_cache=True)
+        for rep in range(repeats):
+            for n in sizes[rep % len(sizes):] + sizes[: rep % len(sizes)]:
+                _synchronize()
+                start = time.perf_counter()
+                text_model(inputs_embeds=inputs[n], use_cache=True)
+                _synchronize()
+                times[n].append(time.perf_counter() - start)
+    return {n: statistics.median(v) / layers for n, v in times.items()}
+
+
+def achievable_speedup(stats: PruneStats | None, layer_time: dict[int, float]) -> float | None:
+    """Unhooked decoder time on the full prompt / on the kept counts, from :func:`decoder_layer_times`."""
+    if stats is None:
+        return None
+    counts = stats.tokens_per_layer[0]
+    full = layer_time[max(counts)] * len(counts) if max(counts) in layer_time else None
+    pruned = sum(layer_time[n] for n in counts)
+    return full / pruned if full and pruned else None
+
+
 def ideal_speedup(stats: PruneStats | None) -> float | None:
     """FLOPs-ideal prefill speedup: decoder multiply-adds unpruned / pruned (overhead excluded)."""
     if stats is None or not stats.flops.pruned:
@@ -250,10 +301,15 @@ def run_perf(
     measure(model, inputs, [unhooked, keep_all, *budget_timings], plan.repeats)
     baseline = unhooked.median
     vision_tokens = keep_all.stats.vision_tokens[0] if keep_all.stats else 0
+    progress("decoder time per token count")
+    layer_time = decoder_layer_times(model, keep_all, [t.stats for t in budget_timings if t.stats], plan.repeats)
     rows = []
     for timing in budget_timings:
         policy, equivalent = timing.label.rsplit("@", 1)
-        rows.append(PrefillRow(policy, float(equivalent), timing, baseline, ideal_speedup(timing.stats)))
+        rows.append(PrefillRow(
+            policy, float(equivalent), timing, baseline, ideal_speedup(timing.stats),
+            achievable_speedup(timing.stats, layer_time),
+        ))
 
     progress("decode")
     smallest = min(plan.equivalents)
@@ -299,6 +355,12 @@ def run_perf(
         prompt_tokens=int(inputs["input_ids"].shape[1]) - vision_tokens, layers=dims_layers(model),
         unhooked=unhooked, keep_all=keep_all, prefill=rows, decode=decode, scaling=scaling, plan=plan,
     )
+
+
+def dims_width(model: nn.Module) -> int:
+    """Decoder hidden size from the model's text config."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(config.hidden_size)
 
 
 def dims_layers(model: nn.Module) -> int:

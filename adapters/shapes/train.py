@@ -142,14 +142,19 @@ def train(
     aux_weight: float = 0.5,
     log_every: int = 100,
     log: Any = print,
-    init: Path | None = None,
+    init: Path | tuple[Any, Any] | None = None,
     extra_exists: int = 1,
     pair_aux: bool = True,
 ) -> tuple[Any, Any, list[float]]:
-    """Train from scratch, or continue from the checkpoint ``init``; returns ``(model, tokenizer, losses)``."""
+    """Train from scratch, or continue from ``init`` (a checkpoint directory or ``(model, tokenizer)``).
+
+    Returns ``(model, tokenizer, losses)``.
+    """
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)  # denormals slow CPU training badly; restored below (a process-wide flag)
-    if init is not None:
+    if isinstance(init, tuple):
+        model, tokenizer = init
+    elif init is not None:
         model, processor = shapes_model.load(init)
         tokenizer = processor.tokenizer
     else:
@@ -201,13 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=150)
     parser.add_argument("--extra-exists", type=int, default=1, help="extra existence questions per training image")
     parser.add_argument("--no-pair-aux", action="store_true", help="drop the auxiliary (colour, shape) pair target")
+    parser.add_argument("--stage2-steps", type=int, default=1500,
+                        help="second stage from the first's weights, at a lower peak LR (0: none; ignored with --init)")
+    parser.add_argument("--stage2-peak-lr", type=float, default=5e-4)
+    parser.add_argument("--stage2-seed", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    common = dict(warmup=args.warmup, extra_exists=args.extra_exists, pair_aux=not args.no_pair_aux)
     model, tokenizer, _ = train(
-        steps=args.steps, seed=args.seed, decoder_layers=args.decoder_layers, init=args.init,
-        peak_lr=args.peak_lr, warmup=args.warmup, extra_exists=args.extra_exists, pair_aux=not args.no_pair_aux,
+        steps=args.steps, seed=args.seed, decoder_layers=args.decoder_layers, init=args.init, peak_lr=args.peak_lr,
+        **common,
     )
+    stages = [{"steps": args.steps, "seed": args.seed, "peak_lr": args.peak_lr, "init": str(args.init) if args.init else None}]
+    if args.init is None and args.stage2_steps > 0:
+        print(f"stage 1 done ({(time.perf_counter() - started) / 60:.1f} min): {json.dumps(held_out_accuracy(model, tokenizer))}")
+        model, tokenizer, _ = train(
+            steps=args.stage2_steps, seed=args.stage2_seed, init=(model, tokenizer), peak_lr=args.stage2_peak_lr, **common,
+        )
+        stages.append({"steps": args.stage2_steps, "seed": args.stage2_seed, "peak_lr": args.stage2_peak_lr, "init": "stage 1"})
     accuracy = held_out_accuracy(model, tokenizer)
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out accuracy: {json.dumps(accuracy)}  ({minutes:.1f} min)")
@@ -215,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(args.out)
     shapes_model.build_processor(tokenizer).save_pretrained(args.out)
     (args.out / "training.json").write_text(json.dumps(
-        {"steps": args.steps, "seed": args.seed, "decoder_layers": args.decoder_layers,
-         "init": str(args.init) if args.init else None, "peak_lr": args.peak_lr, "warmup": args.warmup,
+        {"stages": stages, "decoder_layers": args.decoder_layers, "warmup": args.warmup,
          "extra_exists": args.extra_exists, "pair_aux": not args.no_pair_aux,
          "held_out_accuracy_1000": accuracy, "minutes": round(minutes, 1)}, indent=2))
     return 0
