@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     perf = bench.add_argument_group("speed (--perf)")
     perf.add_argument("--perf", action="store_true", help="measure speed instead of accuracy")
     perf.add_argument("--equivalents", default="192,128,64", help="budgets in equivalent vision tokens (default 192,128,64)")
-    perf.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per configuration (default 5)")
+    perf.add_argument("--repeats", type=int, default=7, help="interleaved repetitions per configuration (default 7)")
     perf.add_argument("--decode-tokens", type=int, default=32, help="new tokens timed for decode throughput (default 32)")
     perf.add_argument("--scaling-images", default="1,2,4,5", help="images per row in the vision-token sweep")
     perf.add_argument("--scaling-batches", default="1,4", help="batch sizes in the batch sweep")
@@ -410,7 +410,10 @@ def _bench(args: argparse.Namespace) -> int:
         )
     kinds = sorted({k for r in results for k in r.by_kind})
     command = "tokenprune bench " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("n", args.n), ("policies", ",".join(policies)), ("budgets", args.budgets))
+        f"--{k.replace('_', '-')} {v}" for k, v in (
+            ("n", args.n), ("policies", ",".join(policies)), ("budgets", args.budgets),
+            ("markdown", _shown(args.markdown)), ("plot", _shown(args.plot)),
+        ) if v is not None
     )
     if args.plot:
         from tokenprune.plot import line_chart
@@ -430,6 +433,13 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         Console().print(accuracy_bench.markdown_table(results, kinds))
     return 0
+
+
+def _shown(path: str | None) -> str | None:
+    """A path as the reader would type it from the current directory (for the recorded command)."""
+    import os
+
+    return None if path is None else os.path.relpath(path)
 
 
 def _policies_arg(args: argparse.Namespace) -> list[str]:
@@ -474,8 +484,8 @@ def _bench_perf(args: argparse.Namespace) -> int:
         f"--{k} {v}" for k, v in (
             ("model", loaded.name), ("policies", ",".join(plan.policies)), ("equivalents", args.equivalents),
             ("repeats", args.repeats), ("decode-tokens", args.decode_tokens),
-            ("scaling-policies", ",".join(plan.scaling_policies)),
-        )
+            ("scaling-policies", ",".join(plan.scaling_policies)), ("markdown", _shown(args.markdown)), ("plot", _shown(args.plot)),
+        ) if v is not None
     )
     if args.plot:
         perf_report.write_plot(report, args.plot)

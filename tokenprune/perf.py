@@ -46,7 +46,7 @@ class PerfPlan:
 
     policies: tuple[str, ...]
     equivalents: tuple[float, ...] = (192.0, 128.0, 64.0)
-    repeats: int = 5
+    repeats: int = 7
     decode_tokens: int = 32
     scaling_images: tuple[int, ...] = (1, 2, 4, 5)
     scaling_batches: tuple[int, ...] = (1, 4)

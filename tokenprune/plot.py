@@ -45,10 +45,13 @@ def line_chart(
         _, py = to_pixel(x_lo, y)
         draw.line((left - 4, py, width - right, py), fill=(225, 225, 225))
         draw.text((left - 8, py), f"{y:.2f}", fill="black", font=font, anchor="rm")
+    last_label = float("-inf")
     for x in sorted(set(xs)):
         px, _ = to_pixel(x, y_lo)
         draw.line((px, height - bottom, px, height - bottom + 4), fill="black")
-        draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
+        if px - last_label >= 36:  # nearby values (e.g. achieved budgets) would print over each other
+            draw.text((px, height - bottom + 8), f"{x:g}", fill="black", font=font, anchor="mt")
+            last_label = px
     draw.text((width / 2 - right / 2, 18), title, fill="black", font=font, anchor="mm")
     draw.text(((left + width - right) / 2, height - 22), x_label, fill="black", font=font, anchor="mm")
     draw.text((12, top - 20), y_label, fill="black", font=font)
