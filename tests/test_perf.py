@@ -24,7 +24,9 @@ def test_plan_refuses_bad_settings():
         PerfPlan(policies=("random",), repeats=0)
     with pytest.raises(tokenprune.ConfigError):
         PerfPlan(policies=("random",), scaling_fraction=1.5)
-    assert PerfPlan(policies=("random", "fastv")).scaling_policies == ("random", "fastv")
+    plan = PerfPlan(policies=("random", "fastv"))
+    assert plan.scaling_policies == ("random", "fastv") and plan.keep_all_policy == "random"
+    assert PerfPlan(policies=("fastv",), keep_all_policy="sparsevlm").keep_all_policy == "sparsevlm"
 
 
 def test_kv_bytes_formula_equals_the_cache_on_a_padded_batch():

@@ -99,12 +99,15 @@ def _parser() -> argparse.ArgumentParser:
             "Evaluate the unpruned model and each policy at each budget (fractions of the vision tokens, "
             "matched on equivalent tokens) on a registered dataset, side by side in one run. With --perf, "
             "time prefill, policy overhead, decode and scaling instead (interleaved repetitions, medians) "
-            "on a model registered with scaled inputs (default: llava-1.5-shaped-random)."
+            "on a model registered with scaled inputs (default: the one registered as the timing default)."
         ),
         epilog=BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("--model", help="registered model name or checkpoint directory (default: the shipped model)")
+    bench.add_argument(
+        "--model",
+        help="registered model name or checkpoint directory (default: the shipped model; with --perf, the timing model)",
+    )
     bench.add_argument("--dataset", help="registered dataset name or a JSONL file (default: the model's dataset)")
     bench.add_argument("--n", type=int, default=1000, help="examples from the fixed split (default 1000)")
     bench.add_argument("--policies", help="comma-separated (default: every installed policy)")
@@ -123,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--scaling-batches", default="1,4", help="batch sizes in the batch sweep")
     perf.add_argument("--scaling-fraction", type=float, default=0.11, help="kept fraction in the sweeps (default 0.11)")
     perf.add_argument("--scaling-policies", help="policies timed in the sweeps (default: those of --policies)")
+    perf.add_argument("--keep-all-policy", help="policy run at ratio 1.0 for the keep-all row (default: the first of --policies)")
     bench.set_defaults(func=_bench)
 
     visualize = commands.add_parser(
@@ -469,8 +473,9 @@ def _bench_perf(args: argparse.Namespace) -> int:
         scaling_batches=tuple(_split(args.scaling_batches, int, "scaling-batches")),
         scaling_fraction=args.scaling_fraction,
         scaling_policies=tuple(_split(args.scaling_policies, str, "scaling-policies")) if args.scaling_policies else (),
+        keep_all_policy=args.keep_all_policy or "",
     )
-    for policy in (*plan.policies, *plan.scaling_policies):
+    for policy in (*plan.policies, *plan.scaling_policies, plan.keep_all_policy):
         tokenprune.get_policy(policy)
     loaded = load_model(args.model or _timing_model())
     if loaded.spec is None or loaded.spec.scaled_inputs is None:
@@ -484,7 +489,8 @@ def _bench_perf(args: argparse.Namespace) -> int:
         f"--{k} {v}" for k, v in (
             ("model", loaded.name), ("policies", ",".join(plan.policies)), ("equivalents", args.equivalents),
             ("repeats", args.repeats), ("decode-tokens", args.decode_tokens),
-            ("scaling-policies", ",".join(plan.scaling_policies)), ("markdown", _shown(args.markdown)), ("plot", _shown(args.plot)),
+            ("scaling-policies", ",".join(plan.scaling_policies)), ("keep-all-policy", plan.keep_all_policy),
+            ("markdown", _shown(args.markdown)), ("plot", _shown(args.plot)),
         ) if v is not None
     )
     if args.plot:

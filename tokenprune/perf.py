@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tokenprune.adapter import Adapter
 from tokenprune.errors import BudgetError, ConfigError
 from tokenprune.handle import attach
 from tokenprune.stats import LayerDims, PruneStats
@@ -42,6 +43,8 @@ class PerfPlan:
         scaling_batches: batch sizes for the batch sweep (one image per row).
         scaling_fraction: kept fraction of the vision tokens in both sweeps.
         scaling_policies: policies timed in the sweeps (empty: :attr:`policies`).
+        keep_all_policy: the policy run at ratio 1.0 for the keep-all row,
+            the price of the hooks alone (empty: the first of :attr:`policies`).
     """
 
     policies: tuple[str, ...]
@@ -52,12 +55,15 @@ class PerfPlan:
     scaling_batches: tuple[int, ...] = (1, 4)
     scaling_fraction: float = 0.11
     scaling_policies: tuple[str, ...] = ()
+    keep_all_policy: str = ""
 
     def __post_init__(self) -> None:
         if not self.policies:
             raise ConfigError("name at least one policy to time")
         if not self.scaling_policies:
             object.__setattr__(self, "scaling_policies", self.policies)
+        if not self.keep_all_policy:
+            object.__setattr__(self, "keep_all_policy", self.policies[0])
         if self.repeats < 1 or self.decode_tokens < 1:
             raise ConfigError("repeats and decode tokens must be at least 1")
         if any(e <= 0 for e in self.equivalents) or not 0 < self.scaling_fraction <= 1:
@@ -178,15 +184,28 @@ def machine_description() -> str:
     return f"{device}; torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}"
 
 
-def _run_once(model: nn.Module, inputs: dict[str, Any], timing: Timing, call: Callable[[], Any]) -> float:
+def _seconds(call: Callable[[], Any]) -> float:
+    """Wall-clock seconds of ``call()``, queued GPU work included."""
+    _synchronize()
+    start = time.perf_counter()
+    call()
+    _synchronize()
+    return time.perf_counter() - start
+
+
+def _interleaved(keys: list[Any], repeats: int, run: Callable[[Any], None]) -> None:
+    """``repeats`` rounds over ``keys``, each round starting one key later, so drift hits all alike."""
+    for rep in range(repeats):
+        shift = rep % len(keys) if keys else 0
+        for key in keys[shift:] + keys[:shift]:
+            run(key)
+
+
+def _run_once(model: nn.Module, timing: Timing, call: Callable[[], Any]) -> float:
     handle = attach(model, **timing.attach_kwargs) if timing.attach_kwargs is not None else None
     try:
         with torch.no_grad(), collect_times() as sections:
-            _synchronize()
-            start = time.perf_counter()
-            call()
-            _synchronize()
-            elapsed = time.perf_counter() - start
+            elapsed = _seconds(call)
         timing.sections.append(dict(sections))
         if handle is not None:
             timing.stats = handle.stats
@@ -208,19 +227,16 @@ def measure(
     call = call or (lambda: model(**inputs, logits_to_keep=1))
     for timing in timings:
         try:
-            _run_once(model, inputs, timing, call)
+            _run_once(model, timing, call)
         except BudgetError as exc:
             timing.skipped = str(exc).split(";")[0]
         timing.sections.clear()
     live = [t for t in timings if t.skipped is None]
-    for rep in range(repeats):
-        shift = rep % len(live) if live else 0
-        for timing in live[shift:] + live[:shift]:
-            timing.seconds.append(_run_once(model, inputs, timing, call))
+    _interleaved(live, repeats, lambda timing: timing.seconds.append(_run_once(model, timing, call)))
 
 
 def decoder_layer_times(
-    model: nn.Module, keep_all: Timing, stats: list[PruneStats], repeats: int
+    adapter: Adapter, full_length: int, stats: list[PruneStats], repeats: int
 ) -> dict[int, float]:
     """Seconds one unhooked decoder layer takes on ``n`` tokens, for every count the runs produced.
 
@@ -228,28 +244,21 @@ def decoder_layer_times(
     embeddings and dividing by its depth: what the hardware itself gives at
     that size, fixed per-layer costs and small-matrix efficiency included.
     """
-    if keep_all.attach_kwargs is None:
-        raise ValueError("keep_all must be an attached configuration")
-    handle = attach(model, **keep_all.attach_kwargs)
-    text_model, layers = handle.adapter.text_model(), handle.adapter.num_layers
-    handle.detach()
-    full = keep_all.stats.tokens_per_layer[0][0] if keep_all.stats else 0
-    sizes = sorted({full, *(n for s in stats for n in s.tokens_per_layer[0])} - {0})
-    parameter = next(model.parameters())
-    width = dims_width(model)
+    text_model = adapter.text_model()
+    sizes = sorted({full_length, *(n for s in stats for n in s.tokens_per_layer[0])} - {0})
+    parameter = next(text_model.parameters())
+    width = int(adapter.text_config.hidden_size)
     inputs = {n: torch.randn(1, n, width, dtype=parameter.dtype, device=parameter.device) for n in sizes}
     times: dict[int, list[float]] = {n: [] for n in sizes}
+
+    def run(n: int) -> None:
+        times[n].append(_seconds(lambda: text_model(inputs_embeds=inputs[n], use_cache=True)))
+
     with torch.no_grad():
         for n in sizes:  # warm-up
             text_model(inputs_embeds=inputs[n], use_cache=True)
-        for rep in range(repeats):
-            for n in sizes[rep % len(sizes):] + sizes[: rep % len(sizes)]:
-                _synchronize()
-                start = time.perf_counter()
-                text_model(inputs_embeds=inputs[n], use_cache=True)
-                _synchronize()
-                times[n].append(time.perf_counter() - start)
-    return {n: statistics.median(v) / layers for n, v in times.items()}
+        _interleaved(sizes, repeats, run)
+    return {n: statistics.median(v) / adapter.num_layers for n, v in times.items()}
 
 
 def achievable_speedup(stats: PruneStats | None, layer_time: dict[int, float]) -> float | None:
@@ -288,12 +297,13 @@ def run_perf(
 ) -> PerfReport:
     """Measure prefill, overhead, decode and scaling for ``model`` (see :class:`PerfPlan`)."""
     inputs = scaled_inputs(model, 1, 1)
-    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    dims = LayerDims.from_config(text_config)
+    keep_all = Timing(KEEP_ALL, {"policy": plan.keep_all_policy, "ratio": 1.0})
+    with attach(model, **keep_all.attach_kwargs) as handle:  # type: ignore[arg-type]
+        adapter = handle.adapter  # stays usable after detach: it only reads the model
+    dims = LayerDims.from_config(adapter.text_config)
 
     progress("prefill")
     unhooked = Timing(UNHOOKED, None)
-    keep_all = Timing(KEEP_ALL, {"policy": "random", "ratio": 1.0})
     budget_timings = [
         Timing(f"{policy}@{equivalent:g}", _budget_kwargs(policy, equivalent))
         for equivalent in plan.equivalents for policy in plan.policies
@@ -302,7 +312,8 @@ def run_perf(
     baseline = unhooked.median
     vision_tokens = keep_all.stats.vision_tokens[0] if keep_all.stats else 0
     progress("decoder time per token count")
-    layer_time = decoder_layer_times(model, keep_all, [t.stats for t in budget_timings if t.stats], plan.repeats)
+    full_length = int(inputs["input_ids"].shape[1])
+    layer_time = decoder_layer_times(adapter, full_length, [t.stats for t in budget_timings if t.stats], plan.repeats)
     rows = []
     for timing in budget_timings:
         policy, equivalent = timing.label.rsplit("@", 1)
@@ -352,18 +363,6 @@ def run_perf(
         ))
     return PerfReport(
         model=model_name, machine=machine_description(), vision_tokens=vision_tokens,
-        prompt_tokens=int(inputs["input_ids"].shape[1]) - vision_tokens, layers=dims_layers(model),
+        prompt_tokens=int(inputs["input_ids"].shape[1]) - vision_tokens, layers=adapter.num_layers,
         unhooked=unhooked, keep_all=keep_all, prefill=rows, decode=decode, scaling=scaling, plan=plan,
     )
-
-
-def dims_width(model: nn.Module) -> int:
-    """Decoder hidden size from the model's text config."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return int(config.hidden_size)
-
-
-def dims_layers(model: nn.Module) -> int:
-    """Decoder depth from the model's text config."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return int(config.num_hidden_layers)

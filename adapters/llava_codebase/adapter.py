@@ -13,6 +13,7 @@ lives in :mod:`.decoder`.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,12 +28,12 @@ IMAGE_TOKEN_INDEX = -200
 _PREPARE = "prepare_inputs_labels_for_multimodal"
 
 
+@dataclass(frozen=True)
 class SplicedRequest:
     """What one call of ``prepare_inputs_labels_for_multimodal`` produced, as the adapter needs it."""
 
-    def __init__(self, ids: torch.Tensor, blocks: list[list[int]]) -> None:
-        self.ids = ids
-        self.blocks = blocks
+    ids: torch.Tensor
+    blocks: list[list[int]]
 
 
 class PrepareWrapper:
